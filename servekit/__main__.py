@@ -1,0 +1,5 @@
+"""``python -m servekit``."""
+
+from servekit.cli import main
+
+main()

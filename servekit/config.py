@@ -1,0 +1,260 @@
+"""The typed description of every option, and one config model per strategy.
+
+Each option is written once, as a pydantic field on one of the small mixins below.
+A strategy's config model is the set of mixins it accepts, so "which options does
+``gevent`` take?" is answered by the model itself, and the ``serve()`` keyword
+arguments, the CLI flags, the ``SERVEKIT_*`` variables, ``explain`` and the README
+reference all derive from these fields.
+
+A field left at ``None`` means "not given"; the resolver fills it with the
+strategy's default (some defaults, like ``workers``, depend on the CPUs available).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "AutoConfig",
+    "DevConfig",
+    "EventletConfig",
+    "GeventConfig",
+    "GthreadConfig",
+    "ProcessesConfig",
+    "StrategyConfig",
+    "SyncConfig",
+    "ThreadedConfig",
+    "TornadoConfig",
+]
+
+Env = Literal["development", "production"]
+Guard = Literal["warn", "error", "off"]
+LogFormat = Literal["console", "json"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def _opt(default_doc: str, help: str, **constraints: Any) -> Any:
+    """Declare one option: unset by default, documented, constrained."""
+    return Field(
+        default=None,
+        description=help,
+        json_schema_extra={"default_doc": default_doc},
+        **constraints,
+    )
+
+
+class StrategyConfig(BaseModel):
+    """Base of the per-strategy config models; holds the options every strategy takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    name: ClassVar[str] = ""
+    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "werkzeug"
+
+    host: str | None = _opt(
+        "127.0.0.1", "Interface to listen on.", min_length=1, max_length=255
+    )
+    port: int | None = _opt(
+        "8000 ($PORT if set)", "TCP port to listen on (0 picks a free one).", ge=0, le=65535
+    )
+    bind: str | None = _opt(
+        "host:port", "Address as 'host:port', '[v6]:port' or 'unix:/path'; replaces host and port.",
+        min_length=1,
+    )
+    backlog: int | None = _opt(
+        "2048", "Maximum number of connections waiting to be accepted.", ge=1, le=65535
+    )
+    graceful_timeout: int | None = _opt(
+        "30", "Seconds that requests in flight get to finish after SIGTERM/SIGINT.", ge=1,
+        le=86400,
+    )
+    reload: bool | None = _opt("false", "Restart when the code changes (development only).")
+    env: Env | None = _opt(
+        "detected", "'development' or 'production'; detected from the deployment when unset."
+    )
+    guard: Guard | None = _opt(
+        "warn", "What the dev server does in production: 'warn', 'error' (refuse) or 'off'."
+    )
+    log_format: LogFormat | None = _opt(
+        "json in production, else console", "'console' (human) or 'json' (one object a line)."
+    )
+    log_level: LogLevel | None = _opt("info", "Least severe level that is logged.")
+    access_log: bool | None = _opt("true", "Log one event per request.")
+    certfile: str | None = _opt("none", "TLS certificate file (PEM); needs keyfile.", min_length=1)
+    keyfile: str | None = _opt("none", "TLS private key file (PEM); needs certfile.", min_length=1)
+
+    @field_validator("log_level", "env", "guard", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("bind")
+    @classmethod
+    def _check_bind(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bind(value)
+        return value
+
+
+class _Debug(BaseModel):
+    debug: bool | None = _opt(
+        "false", "werkzeug's interactive debugger (executes code: loopback addresses only)."
+    )
+
+
+class _Workers(BaseModel):
+    workers: int | None = _opt(
+        "from usable CPUs (see README)",
+        "Worker processes ($WEB_CONCURRENCY is honoured when unset).",
+        ge=1,
+        le=1024,
+    )
+
+
+class _Threads(BaseModel):
+    threads: int | None = _opt("4", "Threads per worker process.", ge=1, le=10000)
+
+
+class _Connections(BaseModel):
+    worker_connections: int | None = _opt(
+        "1000", "Concurrent connections (greenlets) per worker process.", ge=1, le=100000
+    )
+
+
+class _Gunicorn(BaseModel):
+    timeout: int | None = _opt(
+        "30", "Seconds a silent worker may take before it is killed and replaced (0: never).",
+        ge=0, le=86400,
+    )
+    keepalive: int | None = _opt(
+        "2", "Seconds to wait for the next request on a keep-alive connection (0: off).",
+        ge=0, le=3600,
+    )
+    max_requests: int | None = _opt(
+        "0", "Restart a worker after this many requests (0: never).", ge=0
+    )
+    max_requests_jitter: int | None = _opt(
+        "0", "Random extra requests added to max_requests per worker.", ge=0
+    )
+    forwarded_allow_ips: str | None = _opt(
+        "127.0.0.1,::1",
+        "Comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': all).",
+        min_length=1,
+    )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_ips(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "*":
+            return value
+        for part in value.split(","):
+            item = part.strip()
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                msg = f"{item!r} is not an IP address or network (or use '*')"
+                raise ValueError(msg) from None
+        return value
+
+
+class DevConfig(_Debug, StrategyConfig):
+    """werkzeug's development server, one request at a time."""
+
+    name: ClassVar[str] = "dev"
+
+
+class ThreadedConfig(_Debug, StrategyConfig):
+    """werkzeug's development server, one thread per request."""
+
+    name: ClassVar[str] = "threaded"
+
+
+class ProcessesConfig(_Debug, _Workers, StrategyConfig):
+    """werkzeug's development server, one forked process per request, ``workers`` at once."""
+
+    name: ClassVar[str] = "processes"
+
+
+class SyncConfig(_Gunicorn, _Workers, StrategyConfig):
+    """gunicorn with sync workers: one request at a time per worker."""
+
+    name: ClassVar[str] = "sync"
+    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+
+
+class GthreadConfig(_Gunicorn, _Threads, _Workers, StrategyConfig):
+    """gunicorn with threaded workers: ``workers x threads`` requests at once."""
+
+    name: ClassVar[str] = "gthread"
+    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+
+
+class GeventConfig(_Gunicorn, _Connections, _Workers, StrategyConfig):
+    """gunicorn with gevent workers: ``workers x worker_connections`` greenlets."""
+
+    name: ClassVar[str] = "gevent"
+    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+
+
+class EventletConfig(_Gunicorn, _Connections, _Workers, StrategyConfig):
+    """gunicorn with servekit's eventlet worker: ``workers x worker_connections``."""
+
+    name: ClassVar[str] = "eventlet"
+    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+
+
+class TornadoConfig(_Gunicorn, _Threads, _Workers, StrategyConfig):
+    """gunicorn with servekit's tornado worker, the WSGI app on ``threads`` threads."""
+
+    name: ClassVar[str] = "tornado"
+    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+
+
+class AutoConfig(_Debug, _Gunicorn, _Threads, _Workers, StrategyConfig):
+    """``threaded`` in development, ``gthread`` in production.
+
+    Options that only the production choice takes (``workers``, ``threads``,
+    ``timeout`` ...) are accepted and reported as unused in development.
+    """
+
+    name: ClassVar[str] = "auto"
+
+
+def parse_bind(value: str) -> tuple[str, int] | str:
+    """Parse a ``bind`` value.
+
+    Args:
+        value: ``host:port``, ``[v6addr]:port`` or ``unix:/path``.
+
+    Returns:
+        ``(host, port)`` for TCP, or the socket path for a unix socket.
+
+    Raises:
+        ValueError: the value has none of those forms.
+    """
+    if value.startswith("unix:"):
+        path = value[len("unix:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            msg = f"{value!r} names no socket path (expected 'unix:/path/to.sock')"
+            raise ValueError(msg)
+        return path
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            msg = f"{value!r} is not '[v6addr]:port'"
+            raise ValueError(msg)
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host:
+            msg = f"{value!r} is not 'host:port' or 'unix:/path'"
+            raise ValueError(msg)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        msg = f"{value!r} has no valid port (0-65535)"
+        raise ValueError(msg)
+    return host, int(port_text)

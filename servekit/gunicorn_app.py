@@ -1,0 +1,160 @@
+"""Embedding gunicorn: a ``BaseApplication`` fed only from servekit's resolved plan.
+
+What this module guards against (see DESIGN §4):
+
+* gunicorn reads ``PORT``/``WEB_CONCURRENCY`` at import and ``GUNICORN_CMD_ARGS``
+  or a ``gunicorn.conf.py`` in ``Application``: servekit uses ``BaseApplication``
+  and sets ``bind`` and ``workers`` explicitly, so none of them applies.
+* gunicorn validates settings with ``sys.exit(1)``: servekit validated every value
+  before, so that never happens with a servekit config.
+* the control socket (``gunicorn.ctl``) is disabled: two servers would otherwise
+  fight over one path, and a read-only home would break start-up.
+* a forked worker leaves through ``sys.exit``; unwinding would run the code after
+  ``serve()`` in every worker. Workers end with ``os._exit`` instead.
+* SIGINT drains like SIGTERM (gunicorn's SIGINT is a quick shutdown).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import AppImportError
+
+from servekit.errors import ConfigError
+from servekit.gunicorn_log import GunicornLogger
+from servekit.loading import load_app
+from servekit.sockets import bind_listener
+
+if TYPE_CHECKING:
+    from servekit.plan import Plan
+
+__all__ = ["gunicorn_settings", "serve_gunicorn"]
+
+
+def gunicorn_settings(plan: Plan, fd: int | None = None) -> dict[str, Any]:
+    """The gunicorn settings (by gunicorn's setting name) for ``plan``.
+
+    Args:
+        plan: a resolved gunicorn plan.
+        fd: the listening socket servekit bound; ``None`` maps the address itself.
+    """
+    cfg = plan.config
+    if fd is not None:
+        bind = [f"fd://{fd}"]
+    elif isinstance(plan.address, str):
+        bind = [f"unix:{plan.address}"]
+    else:
+        host, port = plan.address
+        bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    settings: dict[str, Any] = {
+        "bind": bind,
+        "worker_class": plan.worker_class,
+        "workers": getattr(cfg, "workers"),  # noqa: B009
+        "timeout": getattr(cfg, "timeout"),  # noqa: B009
+        "graceful_timeout": cfg.graceful_timeout,
+        "keepalive": getattr(cfg, "keepalive"),  # noqa: B009
+        "max_requests": getattr(cfg, "max_requests"),  # noqa: B009
+        "max_requests_jitter": getattr(cfg, "max_requests_jitter"),  # noqa: B009
+        "backlog": cfg.backlog,
+        "forwarded_allow_ips": getattr(cfg, "forwarded_allow_ips"),  # noqa: B009
+        "reload": bool(cfg.reload),
+        "certfile": cfg.certfile,
+        "keyfile": cfg.keyfile,
+        "loglevel": cfg.log_level,
+        "logger_class": GunicornLogger,
+        "accesslog": "-" if cfg.access_log else None,
+        "errorlog": "-",
+        "control_socket_disable": True,
+        "proc_name": f"servekit:{plan.strategy}",
+        "preload_app": False,
+    }
+    threads = getattr(cfg, "threads", None)
+    if threads is not None:
+        settings["threads"] = threads
+    if plan.strategy == "gthread":
+        # gthread accepts connections beyond its free threads and queues them inside a
+        # busy worker; capping connections at the thread count makes a burst spread
+        # over the workers, so `threads x workers` requests really run at once.
+        settings["worker_connections"] = threads
+    connections = getattr(cfg, "worker_connections", None)
+    if connections is not None:
+        settings["worker_connections"] = connections
+    return settings
+
+
+class _Application(BaseApplication):  # type: ignore[misc]
+    def __init__(self, plan: Plan, fd: int | None) -> None:
+        self.plan = plan
+        self.fd = fd
+        super().__init__(usage=None, prog="servekit")
+
+    def load_config(self) -> None:
+        for name, value in gunicorn_settings(self.plan, self.fd).items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        try:
+            return load_app(self.plan.app)
+        except ConfigError as error:
+            raise AppImportError(f"servekit: error: {error.message}") from None
+
+
+def _post_worker_init(worker: Any) -> None:
+    """Make SIGINT drain a worker as SIGTERM does (Ctrl+C reaches every process)."""
+    signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+
+
+class _Arbiter(Arbiter):  # type: ignore[misc]
+    def handle_int(self) -> None:
+        self.handle_term()
+
+    def spawn_worker(self) -> Any:
+        master = os.getpid()
+        try:
+            return super().spawn_worker()
+        except SystemExit as exc:
+            if os.getpid() == master:
+                raise
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            if os.getpid() == master:
+                raise
+            code = 1
+        # In a worker: leave now, never unwind into the caller of serve().
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def serve_gunicorn(plan: Plan) -> int:
+    """Run an embedded gunicorn arbiter for ``plan``; return its exit status.
+
+    Raises:
+        ConfigError: the address cannot be bound or the app cannot be loaded.
+    """
+    from servekit.run import announce
+
+    GunicornLogger.access_enabled = bool(plan.config.access_log)
+    listener = bind_listener(plan)
+    port = None if isinstance(plan.address, str) else listener.getsockname()[1]
+    app = _Application(plan, listener.fileno())
+    app.cfg.set("post_worker_init", _post_worker_init)
+    announce(plan, port)
+    listener.detach()  # gunicorn owns (and closes) the descriptor from here on
+    try:
+        _Arbiter(app).run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    else:
+        code = 0
+    if code == Arbiter.APP_LOAD_ERROR:
+        return 2
+    return code

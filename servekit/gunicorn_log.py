@@ -1,0 +1,90 @@
+"""A gunicorn logger class that sends the error log and the access log through structlog."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from gunicorn import glogging
+
+from servekit.logs import get_logger
+
+__all__ = ["GunicornLogger"]
+
+
+class GunicornLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's ``logger_class``: every message becomes a structlog event.
+
+    Error-log messages keep gunicorn's text as the event; each request becomes one
+    ``request`` event with method, path, query, status, bytes, duration, pid and
+    remote address. ``access_enabled`` is set by servekit before the arbiter starts
+    (workers inherit it through the fork).
+    """
+
+    access_enabled: ClassVar[bool] = True
+
+    def setup(self, cfg: Any) -> None:
+        self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), 20)
+        self._access_log_enabled = type(self).access_enabled
+
+    def _emit(self, level: str, msg: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        text = str(msg) % args if args else str(msg)
+        event: dict[str, Any] = {"logger": "gunicorn"}
+        if kwargs.get("exc_info"):
+            event["exc_info"] = kwargs["exc_info"]
+        getattr(get_logger(), level)(text, **event)
+
+    def critical(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._emit("critical", msg, args, kwargs)
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._emit("error", msg, args, kwargs)
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._emit("warning", msg, args, kwargs)
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._emit("info", msg, args, kwargs)
+
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._emit("debug", msg, args, kwargs)
+
+    def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("exc_info", True)
+        self._emit("error", msg, args, kwargs)
+
+    def log(self, lvl: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
+        level = lvl if isinstance(lvl, str) else glogging.logging.getLevelName(lvl)
+        self._emit(str(level).lower() if str(level).lower() in _LEVELS else "info", msg, args, kwargs)
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        if not self._access_log_enabled:
+            return
+        status = getattr(resp, "status_code", None) or getattr(resp, "status", None)
+        if isinstance(status, str):
+            head = status.split(None, 1)[0]
+            status = int(head) if head.isdigit() else status
+        sent = getattr(resp, "sent", None)
+        if sent is None:
+            sent = getattr(resp, "response_length", None)
+        get_logger().info(
+            "request",
+            method=environ.get("REQUEST_METHOD"),
+            path=environ.get("PATH_INFO"),
+            query=environ.get("QUERY_STRING", ""),
+            status=status,
+            bytes=sent,
+            duration_ms=round(request_time.total_seconds() * 1000, 3),
+            pid=os.getpid(),
+            remote=environ.get("REMOTE_ADDR"),
+        )
+
+    def reopen_files(self) -> None:
+        """Nothing to reopen: servekit writes to the standard streams."""
+
+    def close_on_exec(self) -> None:
+        """Nothing to mark: servekit opens no log files."""
+
+
+_LEVELS = {"debug", "info", "warning", "error", "critical"}

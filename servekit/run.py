@@ -1,0 +1,75 @@
+"""``serve()``: resolve, then run. The entry point that turns user mistakes into exit status 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from servekit.config import StrategyConfig
+from servekit.errors import ConfigError
+from servekit.logs import configure, get_logger
+from servekit.plan import Plan, resolve
+
+__all__ = ["announce", "run_plan", "serve"]
+
+
+def announce(plan: Plan, port: int | None = None) -> None:
+    """Log the ``serving`` event: strategy, URL, capacity, pid."""
+    get_logger().info(
+        "serving",
+        strategy=plan.strategy,
+        server=plan.server,
+        worker_class=plan.worker_class,
+        url=plan.url(port),
+        capacity=plan.capacity,
+        capacity_text=plan.capacity_text,
+        env=plan.env,
+        pid=os.getpid(),
+    )
+
+
+def run_plan(plan: Plan) -> int:
+    """Configure logging, report warnings, and serve ``plan``; return the exit status.
+
+    Raises:
+        ConfigError: the app cannot be loaded or the address cannot be bound.
+    """
+    cfg = plan.config
+    log = configure(str(cfg.log_format), str(cfg.log_level))
+    for note in plan.notes:
+        log.info("note", message=note)
+    for text in plan.warnings:
+        log.warning("warning", message=text)
+    return plan.adapter.run(plan)
+
+
+def fail(error: ConfigError) -> None:
+    """Print a user error as one line and exit with status 2."""
+    sys.stderr.write(f"servekit: error: {error.message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def serve(app: Any, strategy: str | StrategyConfig | None = None, **options: Any) -> None:
+    """Serve a WSGI app until SIGTERM or SIGINT, then drain requests in flight.
+
+    Args:
+        app: a WSGI callable, or an import string ``"pkg.module:attr"`` /
+            ``"pkg.module:factory()"`` (imported in each worker, after any monkey-patch).
+        strategy: a strategy name (``"auto"`` when omitted) or a config object such
+            as ``GthreadConfig(workers=2, threads=8)``.
+        **options: any option by name (``workers=4``, ``port=8080`` ...).
+            ``SERVEKIT_<OPTION>`` environment variables override them.
+
+    Returns after a clean shutdown. A configuration error prints one line naming
+    the option (and the environment variable it came from) and exits with status 2.
+    """
+    try:
+        plan = resolve(app, strategy, **options)
+        status = run_plan(plan)
+    except ConfigError as error:
+        fail(error)
+        return
+    if status != 0:
+        raise SystemExit(status)

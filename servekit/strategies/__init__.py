@@ -1,0 +1,41 @@
+"""The registry of serving strategies: name -> ``"module:attribute"``, loaded lazily.
+
+Adding a strategy is one module with a :class:`~servekit.strategies.base.Strategy`
+subclass and one line here (plus its name in :data:`StrategyName`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from servekit.strategies.base import Strategy
+
+__all__ = ["ALIASES", "REGISTRY", "StrategyName", "load_strategy"]
+
+REGISTRY: dict[str, str] = {
+    "dev": "servekit.strategies.werkzeug:Dev",
+    "threaded": "servekit.strategies.werkzeug:Threaded",
+    "processes": "servekit.strategies.werkzeug:Processes",
+    "sync": "servekit.strategies.gunicorn:Sync",
+    "gthread": "servekit.strategies.gunicorn:Gthread",
+    "gevent": "servekit.strategies.gunicorn:Gevent",
+    "eventlet": "servekit.strategies.gunicorn:Eventlet",
+    "tornado": "servekit.strategies.gunicorn:Tornado",
+}
+ALIASES: dict[str, str] = {"werkzeug": "dev"}
+
+StrategyName = Literal[
+    "auto", "dev", "werkzeug", "threaded", "processes",
+    "sync", "gthread", "gevent", "eventlet", "tornado",
+]
+
+
+@cache
+def load_strategy(name: str) -> Strategy:
+    """The strategy registered under ``name`` (a canonical name, not an alias)."""
+    module_name, _, attr = REGISTRY[name].partition(":")
+    cls: type[Strategy] = getattr(importlib.import_module(module_name), attr)
+    return cls()

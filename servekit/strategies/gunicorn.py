@@ -1,0 +1,131 @@
+"""Embedded gunicorn, one strategy per worker class: sync, gthread, gevent, eventlet, tornado."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from servekit.config import (
+    EventletConfig,
+    GeventConfig,
+    GthreadConfig,
+    StrategyConfig,
+    SyncConfig,
+    TornadoConfig,
+)
+from servekit.strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from servekit.plan import Plan
+
+__all__ = ["Eventlet", "Gevent", "Gthread", "Sync", "Tornado"]
+
+
+def _workers(cfg: StrategyConfig) -> int:
+    value: int = getattr(cfg, "workers")  # noqa: B009 - every gunicorn config has it
+    return value
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class _Gunicorn(Strategy):
+    server: ClassVar[str] = "gunicorn"
+    #: what "per worker" means in the capacity sentence, and the option that sets it
+    per_worker: ClassVar[tuple[str, str] | None] = None
+
+    def defaults(self, cpus: int) -> dict[str, Any]:
+        return {"workers": cpus}
+
+    def capacity(self, cfg: StrategyConfig) -> int | None:
+        if self.per_worker is None:
+            return _workers(cfg)
+        per: int = getattr(cfg, self.per_worker[1])
+        return _workers(cfg) * per
+
+    def capacity_text(self, cfg: StrategyConfig) -> str:
+        workers = _plural(_workers(cfg), "worker")
+        if self.per_worker is None:
+            return f"{workers}, one request at a time each"
+        noun, option = self.per_worker
+        return f"{workers} x {_plural(getattr(cfg, option), noun)}"
+
+    def run(self, plan: Plan) -> int:
+        from servekit.gunicorn_app import serve_gunicorn
+
+        return serve_gunicorn(plan)
+
+
+class Sync(_Gunicorn):
+    """gunicorn's sync worker: one request at a time per process."""
+
+    name: ClassVar[str] = "sync"
+    config: ClassVar[type[StrategyConfig]] = SyncConfig
+    worker_class: ClassVar[str | None] = "sync"
+
+    def defaults(self, cpus: int) -> dict[str, Any]:
+        return {"workers": 2 * cpus + 1}
+
+
+class Gthread(_Gunicorn):
+    """gunicorn's threaded worker; its connection limit is set to ``threads`` (see README)."""
+
+    name: ClassVar[str] = "gthread"
+    config: ClassVar[type[StrategyConfig]] = GthreadConfig
+    worker_class: ClassVar[str | None] = "gthread"
+    per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
+
+    def defaults(self, cpus: int) -> dict[str, Any]:
+        return {"workers": cpus, "threads": 4}
+
+
+class _Cooperative(_Gunicorn):
+    per_worker: ClassVar[tuple[str, str] | None] = ("connection", "worker_connections")
+
+    def defaults(self, cpus: int) -> dict[str, Any]:
+        return {"workers": cpus, "worker_connections": 1000}
+
+    def capacity_text(self, cfg: StrategyConfig) -> str:
+        return super().capacity_text(cfg) + " (greenlets: concurrent only while requests wait on I/O)"
+
+    def app_warnings(self, app: object) -> list[str]:
+        if isinstance(app, str):
+            return []
+        return [
+            f"the app was given as an object, so it was imported before {self.name} "
+            "monkey-patches the standard library in each worker: modules it imported "
+            "(database drivers, HTTP clients) may keep blocking sockets and serialise "
+            f"requests; pass an import string instead, e.g. serve('myproject.wsgi:app', "
+            f"strategy={self.name!r}), so each worker imports the app after the patch"
+        ]
+
+
+class Gevent(_Cooperative):
+    """gunicorn's gevent worker."""
+
+    name: ClassVar[str] = "gevent"
+    config: ClassVar[type[StrategyConfig]] = GeventConfig
+    worker_class: ClassVar[str | None] = "gevent"
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("gevent", "gevent"), ("packaging", "gevent"))
+
+
+class Eventlet(_Cooperative):
+    """servekit's own eventlet worker (gunicorn >= 26 has none)."""
+
+    name: ClassVar[str] = "eventlet"
+    config: ClassVar[type[StrategyConfig]] = EventletConfig
+    worker_class: ClassVar[str | None] = "servekit.workers.eventlet.EventletWorker"
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("eventlet", "eventlet"),)
+
+
+class Tornado(_Gunicorn):
+    """servekit's tornado worker: the WSGI app runs on a pool of ``threads`` per worker."""
+
+    name: ClassVar[str] = "tornado"
+    config: ClassVar[type[StrategyConfig]] = TornadoConfig
+    worker_class: ClassVar[str | None] = "servekit.workers.tornado.TornadoWorker"
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("tornado", "tornado"),)
+    per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
+
+    def defaults(self, cpus: int) -> dict[str, Any]:
+        return {"workers": cpus, "threads": 4}

@@ -1,0 +1,272 @@
+"""Running werkzeug's server classes with a graceful drain and structured logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import socketserver
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from werkzeug.serving import (
+    BaseWSGIServer,
+    ForkingWSGIServer,
+    ThreadedWSGIServer,
+    WSGIRequestHandler,
+    is_running_from_reloader,
+)
+
+from servekit.loading import load_app
+from servekit.logs import get_logger
+from servekit.sockets import bind_listener
+
+if TYPE_CHECKING:
+    from servekit.plan import Plan
+
+__all__ = ["serve_werkzeug"]
+
+
+class _Handler(WSGIRequestHandler):
+    """Request handler that logs one structured ``request`` event per request."""
+
+    access_log: ClassVar[bool] = True
+    _status: int | str | None = None
+
+    def run_wsgi(self) -> None:
+        if not self.access_log:
+            super().run_wsgi()
+            return
+        started = time.perf_counter()
+        self._status = None
+        try:
+            super().run_wsgi()
+        finally:
+            path, _, query = self.path.partition("?")
+            remote = self.client_address[0] if isinstance(self.client_address, tuple) else ""
+            get_logger().info(
+                "request",
+                method=self.command,
+                path=path,
+                query=query,
+                status=self._status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                pid=os.getpid(),
+                remote=remote,
+            )
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        text = str(getattr(code, "value", code))
+        self._status = int(text) if text.isdigit() else text
+
+    def log_error(self, format: str, *args: Any) -> None:
+        get_logger().warning("http_error", message=(format % args) if args else format)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        get_logger().info("http", message=(format % args) if args else format)
+
+
+class _Draining:
+    """What the three server classes share: structured errors and the drain on stop."""
+
+    socket: socket.socket
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        text = (message % args) if args else message
+        getattr(get_logger(), "error" if type == "error" else "info")("werkzeug", message=text)
+
+    def _handle_request_noblock(self) -> None:  # from socketserver.BaseServer
+        raise NotImplementedError
+
+    def requests_in_flight(self) -> int:
+        return 0
+
+    def stop_in_flight(self) -> None:
+        """Forcefully end what is still running once the graceful timeout is over."""
+
+    def drain(self, deadline: float) -> int:
+        """Serve the queued connections, wait for requests in flight; return how many were cut off.
+
+        A smaller listen backlog first makes the kernel drop (rather than queue)
+        new connection attempts, which then meet a closed port: refused, retryable.
+        """
+        try:
+            self.socket.listen(0)
+        except OSError:
+            pass
+        while time.monotonic() < deadline:
+            try:
+                ready, _, _ = select.select([self.socket], [], [], 0)
+            except (OSError, ValueError):
+                break
+            if not ready:
+                break
+            self._handle_request_noblock()
+        while self.requests_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        left = self.requests_in_flight()
+        if left:
+            self.stop_in_flight()
+        return left
+
+
+class _Single(_Draining, BaseWSGIServer):
+    pass
+
+
+class _Threaded(_Draining, ThreadedWSGIServer):
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._inflight = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._inflight += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._lock:
+                self._inflight -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+
+    def requests_in_flight(self) -> int:
+        return self._inflight
+
+
+class _Forking(_Draining, ForkingWSGIServer):
+    block_on_close = False
+
+    def requests_in_flight(self) -> int:
+        self.collect_children()
+        return len(self.active_children or ())
+
+    def stop_in_flight(self) -> None:
+        for pid in list(self.active_children or ()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.collect_children(blocking=True)
+
+
+class _WerkzeugLogBridge(logging.Handler):
+    """Sends what werkzeug logs through its stdlib logger (reloader notices) to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "warning" if record.levelno >= logging.WARNING else "info"
+        getattr(get_logger(), level)("werkzeug", message=record.getMessage().strip())
+
+
+def _make_server(plan: Plan, app: Any, fd: int) -> Any:
+    cfg = plan.config
+    address = plan.address
+    host, port = (f"unix://{address}", 0) if isinstance(address, str) else address
+    ssl_context = (cfg.certfile, cfg.keyfile) if cfg.certfile else None
+    _Handler.access_log = bool(cfg.access_log)
+    if plan.strategy == "threaded":
+        return _Threaded(host, port, app, _Handler, False, ssl_context, fd=fd)
+    if plan.strategy == "processes":
+        workers: int = getattr(cfg, "workers")  # noqa: B009
+        return _Forking(host, port, app, workers, _Handler, False, ssl_context, fd=fd)
+    return _Single(host, port, app, _Handler, False, ssl_context, fd=fd)
+
+
+def serve_werkzeug(plan: Plan) -> int:
+    """Serve ``plan`` with werkzeug until SIGTERM/SIGINT, then drain; return the exit status.
+
+    Raises:
+        ConfigError: the app cannot be loaded or the address cannot be bound.
+    """
+    from servekit.run import announce
+
+    log = get_logger()
+    cfg = plan.config
+    app = load_app(plan.app)
+    if getattr(cfg, "debug", False):
+        from werkzeug.debug import DebuggedApplication
+
+        debugged = DebuggedApplication(app, evalex=True)
+        address = plan.address
+        if isinstance(address, tuple):
+            debugged.trusted_hosts.append(address[0])
+        app = debugged
+    bridge = _WerkzeugLogBridge()
+    werkzeug_logger = logging.getLogger("werkzeug")
+    werkzeug_logger.addHandler(bridge)
+    werkzeug_logger.propagate = False
+    werkzeug_logger.setLevel(logging.INFO)
+
+    if cfg.reload:
+        return _serve_with_reloader(plan, app)
+
+    listener = bind_listener(plan)
+    server = _make_server(plan, app, listener.fileno())
+    listener.close()  # the server holds its own duplicate
+    announce(plan, server.port if not isinstance(plan.address, str) else None)
+
+    stopping = threading.Event()
+    deadline = [float("inf")]
+    owner = os.getpid()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            return  # a forked request handler: let it finish its request
+        if stopping.is_set():
+            deadline[0] = time.monotonic()  # a second signal: stop waiting
+            return
+        stopping.set()
+        deadline[0] = time.monotonic() + float(cfg.graceful_timeout or 30)
+        log.info("stopping", signal=signal.Signals(signum).name, graceful_timeout=cfg.graceful_timeout)
+        threading.Thread(target=server.shutdown, name="servekit-stop", daemon=True).start()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        socketserver.BaseServer.serve_forever(server, poll_interval=0.1)
+        cut = server.drain(deadline[0]) if stopping.is_set() else 0
+    finally:
+        server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        werkzeug_logger.removeHandler(bridge)
+    if cut:
+        log.warning("stopped", requests_cut_off=cut, reason="graceful_timeout")
+    else:
+        log.info("stopped", pid=os.getpid())
+    return 0
+
+
+def _serve_with_reloader(plan: Plan, app: Any) -> int:
+    """``reload``: werkzeug's reloader restarts a child process that serves (as ``run_simple``)."""
+    from werkzeug._reloader import run_with_reloader
+
+    from servekit.run import announce
+
+    if is_running_from_reloader():
+        fd = int(os.environ["WERKZEUG_SERVER_FD"])
+    else:
+        listener = bind_listener(plan)
+        fd = listener.fileno()
+        os.environ["WERKZEUG_SERVER_FD"] = str(fd)
+    server = _make_server(plan, app, fd)
+    server.socket.set_inheritable(True)
+    os.environ["WERKZEUG_SERVER_FD"] = str(server.fileno())
+    if not is_running_from_reloader():
+        announce(plan, server.port if not isinstance(plan.address, str) else None)
+    try:
+        run_with_reloader(server.serve_forever)
+    finally:
+        server.server_close()
+    return 0
