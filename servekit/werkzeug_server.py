@@ -78,8 +78,9 @@ class _Draining:
         text = (message % args) if args else message
         getattr(get_logger(), "error" if type == "error" else "info")("werkzeug", message=text)
 
-    def _handle_request_noblock(self) -> None:  # from socketserver.BaseServer
-        raise NotImplementedError
+    if TYPE_CHECKING:
+
+        def _handle_request_noblock(self) -> None: ...
 
     def requests_in_flight(self) -> int:
         return 0

@@ -251,23 +251,31 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
                         raise
                     continue
                 pool.spawn_n(self._serve, address, client, addr)
-            self._drain_backlog(address, sock, pool)
+            self._drain_backlog(listener, address, sock, pool)
         except Exception:
             self.log.exception("Accept loop for %s failed, stopping worker", listener)
             self.alive = False
         finally:
             util.close(sock)
 
-    def _drain_backlog(self, address: _ListenerAddress, sock: GreenSocket, pool: GreenPool) -> None:
-        """Serve connections already queued on *sock*, while slots are free.
+    def _drain_backlog(
+        self, listener: Any, address: _ListenerAddress, sock: GreenSocket, pool: GreenPool
+    ) -> None:
+        """Serve the connections queued on the listener when shutdown began.
 
         Their clients may have sent a request already; closing the listener
-        with them still queued would reset those connections.
+        with them still queued would reset those connections. Waiting for a
+        free slot is bounded by the graceful timeout, when the main green
+        thread kills this one.
         """
+        # gunicorn reads the accept queue length from TCP_INFO on Linux and
+        # returns 0 or -1 when it cannot tell; then just try a pool's worth.
+        queued = getattr(listener, "get_backlog", lambda: -1)() or -1
+        limit = queued if queued > 0 else self.worker_connections
         sock.settimeout(_DRAIN_WAIT)
-        for _ in range(self.worker_connections):
-            if pool.free() <= 0:
-                break
+        for _ in range(limit):
+            with pool.sem:
+                pass
             try:
                 client, addr = sock.accept()
             except TimeoutError:
@@ -319,7 +327,7 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Close quietly when shutdown kills a connection; otherwise answer as gunicorn does."""
-        from greenlet import GreenletExit
+        from eventlet.support.greenlets import GreenletExit
 
         if isinstance(exc, GreenletExit):
             self.log.debug("Connection from %s closed at shutdown", addr)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import errno
+import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -378,6 +380,22 @@ class _DrainingHTTPServer(HTTPServer):
             await asyncio.wait(closing, timeout=_CLOSE_TIMEOUT_SECONDS)
 
 
+def _skip_joining_request_threads() -> None:
+    """Make interpreter shutdown exit at once instead of waiting for stuck request threads."""
+
+    def exit_now() -> None:
+        logging.shutdown()
+        os._exit(0)
+
+    # concurrent.futures joins every executor thread from a threading-atexit
+    # hook; those run in reverse order, so one registered now runs first. By
+    # then gunicorn's worker_exit hook has run. Without it a worker whose
+    # requests outlived graceful_timeout lingers until the arbiter's timeout.
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(exit_now)
+
+
 class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
     """Gunicorn tornado worker: threaded WSGI, graceful drain, gunicorn access log."""
 
@@ -385,7 +403,8 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         """Serve until told to stop, then drain in-flight requests and exit."""
-        asyncio.run(self._serve())
+        if asyncio.run(self._serve()):
+            _skip_joining_request_threads()
 
     def _make_app(self) -> tuple[Any, ThreadPoolExecutor | None]:
         """Wrap a plain WSGI callable; pass tornado applications through untouched."""
@@ -398,7 +417,7 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
     def _threads(self) -> int:
         return max(1, int(self.cfg.threads))
 
-    async def _serve(self) -> None:
+    async def _serve(self) -> bool:
         self.ioloop = IOLoop.current()
         self._shutdown = asyncio.Event()
         self.server_alive = False
@@ -440,6 +459,7 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
                 self.ioloop.remove_handler(wakeup_fd)
             if executor is not None:
                 executor.shutdown(wait=not timed_out, cancel_futures=True)
+        return timed_out
 
     async def _drain(self, server: _DrainingHTTPServer) -> bool:
         """Stop listening, finish in-flight requests; return True if time ran out."""

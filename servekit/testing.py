@@ -1,0 +1,192 @@
+"""Serve an app for a test: ``with running("myapp:app", strategy="gevent") as server: ...``.
+
+The server runs in its own process group on a free loopback port, its log goes
+to a file, readiness is polled over HTTP, and on exit it gets SIGTERM (a graceful
+drain), then SIGKILL for anything of its process group still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["RunningServer", "ServerStartError", "running"]
+
+_URL_JSON = re.compile(r'"event": "serving".*?"url": "([^"]+)"')
+_URL_CONSOLE = re.compile(r"serving\s.*?url=(\S+)")
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not answer in time; the message holds its log."""
+
+
+@dataclass
+class RunningServer:
+    """A server started by :func:`running`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    returncode: int | None = field(default=None)
+
+    @property
+    def pid(self) -> int:
+        """The servekit main process (werkzeug server or gunicorn master)."""
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the server has written to stderr and stdout so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The log's JSON lines, parsed (other lines are skipped)."""
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``sig`` to the main process, wait for it, then clean up its process group.
+
+        Returns:
+            The main process's exit status.
+        """
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.process.pid)
+                self.process.wait(10)
+        _kill_group(self.process.pid)
+        self.returncode = self.process.returncode
+        return self.process.returncode
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _flags(options: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        dashed = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(dashed if value else "--no-" + name.replace("_", "-"))
+        else:
+            args += [dashed, str(value)]
+    return args
+
+
+def _answers(url: str) -> bool:
+    parts = urlsplit(url)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    kwargs: dict[str, Any] = {"timeout": 2}
+    if parts.scheme == "https":
+        import ssl
+
+        kwargs["context"] = ssl._create_unverified_context()
+    conn = conn_cls(parts.hostname or "127.0.0.1", parts.port, **kwargs)
+    try:
+        conn.request("GET", "/")
+        conn.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def running(
+    app: str,
+    strategy: str | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    startup_timeout: float = 30.0,
+    log_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> Iterator[RunningServer]:
+    """Serve ``app`` in a subprocess on a free loopback port until the block ends.
+
+    Args:
+        app: an import string (``"pkg.module:app"``), importable from ``cwd``.
+        strategy: the strategy name (``SERVEKIT_STRATEGY`` in ``env`` overrides it, as usual).
+        env: extra environment variables for the server process.
+        cwd: the server's working directory (the current one by default).
+        startup_timeout: seconds to wait for the first answer.
+        log_dir: where the log file goes (a temporary directory by default).
+        **options: servekit options, passed as command-line flags.
+
+    Yields:
+        A :class:`RunningServer` with ``.url``.
+
+    Raises:
+        ServerStartError: the server exited or did not answer in time (with its log).
+    """
+    options.setdefault("host", "127.0.0.1")
+    if "bind" not in options:
+        options.setdefault("port", 0)
+    options.setdefault("log_format", "json")
+    cmd = [sys.executable, "-m", "servekit", "run", app]
+    if strategy is not None:
+        cmd += ["--strategy", strategy]
+    if "bind" in options:
+        options.pop("host", None)
+    cmd += _flags(options)
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    directory = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="servekit-"))
+    log_path = directory / "server.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    server = RunningServer(url="", process=process, log_path=log_path)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not server.url:
+            text = server.log()
+            match = _URL_JSON.search(text) or _URL_CONSOLE.search(text)
+            if match:
+                server.url = match.group(1)
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise ServerStartError(f"server did not start (exit {process.poll()}):\n{text}")
+            time.sleep(0.05)
+        while not (server.url.startswith("unix:") or _answers(server.url)):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"server did not answer (exit {process.poll()}):\n{server.log()}"
+                )
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,56 @@
+"""Test app: ``/sleep?s=`` waits (cooperatively once patched), ``/pid``, ``/patched``, ``/big``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+
+def _socket_patched() -> bool:
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        if monkey.is_module_patched("socket"):
+            return True
+    if "eventlet" in sys.modules:
+        from eventlet import patcher
+
+        if patcher.is_monkey_patched("socket"):
+            return True
+    return False
+
+
+#: whether the standard library was already patched when this module was imported
+PATCHED_AT_IMPORT = _socket_patched()
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Answer the test paths."""
+    path = environ.get("PATH_INFO", "/")
+    status = "200 OK"
+    if path == "/sleep":
+        seconds = float(parse_qs(environ.get("QUERY_STRING", "")).get("s", ["0.3"])[0])
+        time.sleep(seconds)
+        body = f"slept {seconds} in {os.getpid()}\n".encode()
+    elif path == "/pid":
+        body = f"{os.getpid()}".encode()
+    elif path == "/patched":
+        body = json.dumps({"at_import": PATCHED_AT_IMPORT, "now": _socket_patched()}).encode()
+    elif path == "/big":
+        body = b"x" * 100_000
+    elif path == "/":
+        body = b"ok"
+    else:
+        status, body = "404 Not Found", b"not found"
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def create_app() -> Callable[..., Iterable[bytes]]:
+    """A factory, for the ``module:factory()`` form."""
+    return app
