@@ -104,12 +104,53 @@ class _Application(BaseApplication):  # type: ignore[misc]
             raise AppImportError(f"servekit: error: {error.message}") from None
 
 
-def _post_worker_init(worker: Any) -> None:
-    """Make SIGINT drain a worker as SIGTERM does (Ctrl+C reaches every process)."""
-    signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+class _BootReport:
+    """A pipe on which each worker says "app loaded"; the master announces on the first.
+
+    servekit logs ``serving`` only once a worker has really loaded the app, so an
+    app that fails to import never looks as if it had started.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self.done = False
+
+    def worker_booted(self, worker: Any) -> None:
+        """``post_worker_init`` hook: report the boot and make SIGINT drain like SIGTERM."""
+        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+        try:
+            os.write(self.write_fd, b"1")
+        except OSError:
+            pass  # the master already announced (and stopped reading)
+
+    def poll(self) -> bool:
+        """In the master: whether a worker has booted (first time only)."""
+        if self.done:
+            return False
+        try:
+            booted = bool(os.read(self.read_fd, 512))
+        except BlockingIOError:
+            return False
+        if booted:
+            self.done = True
+            os.close(self.read_fd)
+        return booted
 
 
 class _Arbiter(Arbiter):  # type: ignore[misc]
+    boot_report: _BootReport
+    on_first_boot: Any
+
+    def wait_for_signals(self, timeout: float = 1.0) -> list[int]:
+        if self.boot_report.done:
+            return list(super().wait_for_signals(timeout))
+        signals = list(super().wait_for_signals(min(timeout, 0.02)))
+        if self.boot_report.poll():
+            self.on_first_boot()
+        return signals
+
     def handle_int(self) -> None:
         self.handle_term()
 
@@ -146,11 +187,14 @@ def serve_gunicorn(plan: Plan) -> int:
     listener = bind_listener(plan)
     port = None if isinstance(plan.address, str) else listener.getsockname()[1]
     app = _Application(plan, listener.fileno())
-    app.cfg.set("post_worker_init", _post_worker_init)
-    announce(plan, port)
+    report = _BootReport()
+    app.cfg.set("post_worker_init", report.worker_booted)
     listener.detach()  # gunicorn owns (and closes) the descriptor from here on
+    arbiter = _Arbiter(app)
+    arbiter.boot_report = report
+    arbiter.on_first_boot = lambda: announce(plan, port)
     try:
-        _Arbiter(app).run()
+        arbiter.run()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     else:

@@ -87,7 +87,10 @@ def _green_sendfile(sock: Any, file: Any, offset: int = 0, count: int | None = N
 class EventletWorker(AsyncWorker):  # type: ignore[misc]
     """Gunicorn worker that serves each connection in an eventlet green thread.
 
-    Up to ``worker_connections`` connections are served at once per worker.
+    Up to ``worker_connections`` connections are served at once per worker,
+    and the main green thread sends the arbiter a heartbeat at least once per
+    quarter of ``timeout`` (and every second), so a request that blocks the
+    hub gets the worker killed as with any other worker class.
     SIGTERM stops accepting, serves connections already queued on the
     listener, and waits up to ``graceful_timeout`` for in-flight requests;
     SIGINT and SIGQUIT exit at once.
@@ -291,6 +294,7 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
     def _serve(self, address: _ListenerAddress, client: Any, addr: Any) -> None:
         """Serve one accepted connection, wrapping it in TLS first if configured."""
         if self._ssl_context is None:
+            # gunicorn's file_wrapper responses call sock.sendfile() on plain sockets.
             client.sendfile = partial(_green_sendfile, client)
         else:
             from eventlet.green.ssl import GreenSSLContext

@@ -82,6 +82,18 @@ def _version_tuple(version: str) -> tuple[int, int]:
         return 1, 1
 
 
+def _fallback_environ(request: httputil.HTTPServerRequest) -> dict[str, Any]:
+    """The environ keys gunicorn's access log needs, for requests that never got one."""
+    return {
+        "REQUEST_METHOD": request.method,
+        "RAW_URI": request.uri,
+        "PATH_INFO": request.path,
+        "QUERY_STRING": request.query,
+        "SERVER_PROTOCOL": request.version,
+        "REMOTE_ADDR": request.remote_ip,
+    }
+
+
 class _ThreadedWSGIContainer(WSGIContainer):
     """WSGIContainer that runs the app on an executor and writes gunicorn's access log."""
 
@@ -136,9 +148,11 @@ class _ThreadedWSGIContainer(WSGIContainer):
         log_access = self._access_wanted()
         # environ() pops Content-Type/Length from request.headers; keep a copy first.
         req_headers = [(k.upper(), v) for k, v in request.headers.get_all()] if log_access else []
-        environ = self.environ(request)
+        environ: dict[str, Any] | None = None
         loop = asyncio.get_running_loop()
         try:
+            # Inside the try: tornado's environ() raises on e.g. "Host: a:b".
+            environ = self.environ(request)
             status, app_headers, body = await loop.run_in_executor(
                 self.executor, self._call_app, environ
             )
@@ -162,7 +176,7 @@ class _ThreadedWSGIContainer(WSGIContainer):
             self._gunicorn_log.access(
                 _AccessResponse(code, reason, headers, sent),
                 _AccessRequest(request, req_headers),
-                environ,
+                environ if environ is not None else _fallback_environ(request),
                 datetime.timedelta(seconds=request.request_time()),
             )
 

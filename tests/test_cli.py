@@ -1,0 +1,140 @@
+"""The command line: explain output, and user errors (exit 2, one message, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import run_cli
+
+STRATEGIES = ["dev", "threaded", "processes", "sync", "gthread", "gevent", "eventlet", "tornado"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_explain_json_for_every_strategy(strategy: str) -> None:
+    """explain --json answers for all eight names with config, capacity and warnings."""
+    proc = run_cli("explain", "tests.apps.slow:app", "--strategy", strategy, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["strategy"] == strategy
+    expected_server = "werkzeug" if strategy in ("dev", "threaded", "processes") else "gunicorn"
+    assert data["server"] == expected_server
+    assert (data["worker_class"] is None) == (expected_server == "werkzeug")
+    assert data["options"]["host"] == {"value": "127.0.0.1", "source": "default"}
+    assert data["warnings"] == []
+    if strategy == "threaded":
+        assert data["capacity"] is None
+    else:
+        assert isinstance(data["capacity"], int) and data["capacity"] >= 1
+
+
+def test_explain_sources_and_capacity() -> None:
+    """explain shows each value's source and the capacity W x T."""
+    proc = run_cli(
+        "explain", "--strategy", "gthread", "--workers", "2", "--json",
+        env={"SERVEKIT_THREADS": "4", "PORT": "9100"},
+    )
+    data = json.loads(proc.stdout)
+    assert data["options"]["workers"] == {"value": 2, "source": "cli"}
+    assert data["options"]["threads"] == {"value": 4, "source": "SERVEKIT_THREADS"}
+    assert data["options"]["port"] == {"value": 9100, "source": "PORT"}
+    assert data["capacity"] == 8
+
+
+def test_explain_human_table() -> None:
+    """The human explain is an aligned table, then the capacity sentence, warnings last."""
+    proc = run_cli(
+        "explain", "--strategy", "threaded", env={"SERVEKIT_ENV": "production"}
+    )
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("option ") and "source" in line for line in lines)
+    assert any(line.startswith("capacity: no fixed limit") for line in lines)
+    assert lines[-1].startswith("WARNING: the werkzeug development server")
+    proc = run_cli("explain", "--strategy", "gthread", "--workers", "2", "--threads", "4")
+    assert "capacity: serves up to 8 requests at once: 2 workers x 4 threads" in proc.stdout
+
+
+def test_explain_production_warning_in_json() -> None:
+    """A guard warning appears in the JSON warnings list."""
+    proc = run_cli("explain", "--strategy", "dev", "--json", env={"KUBERNETES_SERVICE_HOST": "x"})
+    data = json.loads(proc.stdout)
+    assert data["env"] == "production"
+    assert len(data["warnings"]) == 1 and "gthread" in data["warnings"][0]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port that another socket is listening on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+BAD_INPUTS = [
+    # (args, env, words the message must contain)
+    (["run", "tests.apps.slow:app", "--workers", "abc", "--strategy", "sync"], {}, ["'workers'", "--workers"]),
+    (["run", "tests.apps.slow:app", "--strategy", "sync"], {"SERVEKIT_WORKERS": "two"}, ["SERVEKIT_WORKERS"]),
+    (["run", "tests.apps.slow:app", "--port", "70000"], {}, ["'port'", "65535"]),
+    (["run", "tests.apps.slow:app"], {"SERVEKIT_PORT": "-3"}, ["SERVEKIT_PORT"]),
+    (["run", "tests.apps.slow:app"], {"PORT": "http"}, ["PORT='http'"]),
+    (["run", "tests.apps.slow:app", "--strategy", "gevnt"], {}, ["'strategy'", "did you mean 'gevent'"]),
+    (["run", "tests.apps.slow:app"], {"SERVEKIT_STRATEGY": "turbo"}, ["SERVEKIT_STRATEGY"]),
+    (["run", "tests.apps.slow:app", "--strategy", "gevent", "--threads", "4"], {}, ["'threads'", "'gevent'"]),
+    (["run", "tests.apps.slow:app", "--strategy", "dev", "--workers", "2"], {}, ["'workers'", "'dev'"]),
+    (["run", "tests.apps.slow:app", "--strategy", "sync"], {"SERVEKIT_WORKER_CONNECTIONS": "5"}, ["SERVEKIT_WORKER_CONNECTIONS"]),
+    (["run", "no_such_module_xyz:app", "--strategy", "dev"], {}, ["no module named 'no_such_module_xyz'"]),
+    (["run", "no_such_module_xyz:app", "--strategy", "gevent"], {}, ["no module named 'no_such_module_xyz'"]),
+    (["run", "tests.apps.slow:nothing", "--strategy", "threaded", "--port", "0"], {}, ["no attribute 'nothing'"]),
+    (["run", "tests.apps.slow:nothing", "--strategy", "sync", "--workers", "1", "--port", "0"], {}, ["no attribute 'nothing'"]),
+    (["run", "tests.apps.slow:app", "--strategy", "dev"], {"SERVEKIT_ENV": "production", "SERVEKIT_GUARD": "error"}, ["refusing to start", "SERVEKIT_GUARD"]),
+    (["run", "tests.apps.slow:app", "--strategy", "dev", "--debug", "--host", "0.0.0.0"], {}, ["'debug'", "0.0.0.0"]),
+    (["run", "tests.apps.slow:app", "--log-level", "chatty"], {}, ["'log_level'"]),
+    (["run", "tests.apps.slow:app"], {"SERVEKIT_WROKERS": "2"}, ["SERVEKIT_WROKERS"]),
+    (["run", "tests.apps.slow:app", "--bind", "localhost"], {}, ["'bind'"]),
+    (["run", "tests.apps.slow:app", "--strategy", "sync", "--certfile", "/nope/cert.pem", "--keyfile", "/nope/key.pem"], {}, ["'certfile'", "does not exist"]),
+    (["run", "tests.apps.slow:app", "--strategy", "sync", "--max-requests-jitter", "5"], {}, ["'max_requests_jitter'"]),
+    (["run", "tests.apps.broken:app", "--strategy", "dev"], {}, ["not_installed_dependency_xyz", "broken.py:3"]),
+    (["explain", "--strategy", "tornado", "--worker-connections", "5"], {}, ["'worker_connections'", "'tornado'"]),
+    (["explain"], {"SERVEKIT_ACCESS_LOG": "perhaps"}, ["SERVEKIT_ACCESS_LOG"]),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "words"), BAD_INPUTS)
+def test_bad_input_exits_2_with_a_clear_message(args: list[str], env: dict[str, str], words: list[str]) -> None:
+    """Exit 2, the option or variable named, no traceback, nothing served."""
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "servekit: error:" in proc.stderr
+    for word in words:
+        assert word in proc.stderr
+    assert '"serving"' not in proc.stderr and "serving " not in proc.stderr
+
+
+@pytest.mark.parametrize("strategy", ["dev", "sync"])
+def test_port_in_use(busy_port: int, strategy: str) -> None:
+    """A port in use is exit 2 naming the port, before anything starts."""
+    proc = run_cli("run", "tests.apps.slow:app", "--strategy", strategy, "--port", str(busy_port))
+    assert proc.returncode == 2
+    assert "option 'port'" in proc.stderr and "already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_port_in_use_via_env_names_variable(busy_port: int) -> None:
+    """When the port came from the environment, the variable is named."""
+    proc = run_cli("run", "tests.apps.slow:app", env={"SERVEKIT_PORT": str(busy_port)})
+    assert proc.returncode == 2
+    assert f"SERVEKIT_PORT={busy_port}" in proc.stderr
+
+
+def test_version_and_help() -> None:
+    """--version prints the version; run --help lists the option flags and env vars."""
+    assert run_cli("--version").stdout.startswith("servekit ")
+    text = run_cli("run", "--help").stdout
+    assert "--worker-connections" in text and "SERVEKIT_WORKERS" in text

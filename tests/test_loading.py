@@ -1,0 +1,65 @@
+"""Loading apps from objects, 'mod:attr' and 'mod:factory()' with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from servekit import ConfigError
+from servekit.loading import check_app_spec, load_app
+from tests.apps import slow
+
+
+def test_object_passes_through() -> None:
+    """A callable is returned as is."""
+    assert load_app(slow.app) is slow.app
+
+
+def test_import_string() -> None:
+    """'module:attr' imports the attribute."""
+    assert load_app("tests.apps.slow:app") is slow.app
+
+
+def test_factory() -> None:
+    """'module:factory()' calls the factory."""
+    assert load_app("tests.apps.slow:create_app()") is slow.app
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("no_such_module_xyz:app", "no module named 'no_such_module_xyz'"),
+        ("tests.apps.nothere:app", "no module named 'tests.apps.nothere'"),
+        ("tests.apps.slow:missing", "has no attribute 'missing'"),
+        ("tests.apps.slow:PATCHED_AT_IMPORT", "not a WSGI callable"),
+        ("tests.apps.slow", "not an import string"),
+        ("tests.apps.slow:app()", "the factory raised TypeError"),
+    ],
+)
+def test_errors_name_what_is_missing(spec: str, needle: str) -> None:
+    """Each failure names the module or attribute."""
+    with pytest.raises(ConfigError) as info:
+        load_app(spec)
+    assert needle in info.value.message
+
+
+def test_error_inside_user_module_is_the_users() -> None:
+    """An import error raised by the user's own module shows that error and where."""
+    with pytest.raises(ConfigError) as info:
+        load_app("tests.apps.broken:app")
+    msg = info.value.message
+    assert "not_installed_dependency_xyz" in msg
+    assert "broken.py:3" in msg
+    assert "no module named 'tests.apps.broken'" not in msg
+
+
+def test_not_callable_object() -> None:
+    """A non-callable object is rejected."""
+    with pytest.raises(ConfigError):
+        load_app(42)  # type: ignore[arg-type]
+
+
+def test_check_spec_imports_nothing() -> None:
+    """check_app_spec finds a missing top-level package without importing the module."""
+    with pytest.raises(ConfigError):
+        check_app_spec("no_such_module_xyz.sub:app")
+    check_app_spec("tests.apps.broken:app")  # exists; not imported, so no error yet
