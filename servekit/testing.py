@@ -25,8 +25,22 @@ from urllib.parse import urlsplit
 
 __all__ = ["RunningServer", "ServerStartError", "running"]
 
-_URL_JSON = re.compile(r'"event": "serving".*?"url": "([^"]+)"')
-_URL_CONSOLE = re.compile(r"serving\s.*?url=(\S+)")
+_URL_CONSOLE = re.compile(r"\bserving\s.*?\burl=(\S+)")
+
+
+def _serving_url(text: str) -> str | None:
+    """The URL from the ``serving`` event in a JSON or console log."""
+    for line in text.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("event") == "serving":
+                    return str(event["url"])
+        else:
+            match = _URL_CONSOLE.search(line)
+            if match:
+                return match.group(1)
+    return None
 
 
 class ServerStartError(RuntimeError):
@@ -174,9 +188,9 @@ def running(
         deadline = time.monotonic() + startup_timeout
         while not server.url:
             text = server.log()
-            match = _URL_JSON.search(text) or _URL_CONSOLE.search(text)
-            if match:
-                server.url = match.group(1)
+            url = _serving_url(text)
+            if url:
+                server.url = url
                 break
             if process.poll() is not None or time.monotonic() > deadline:
                 raise ServerStartError(f"server did not start (exit {process.poll()}):\n{text}")
