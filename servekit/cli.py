@@ -61,9 +61,14 @@ def _flag(name: str, annotation: Any) -> str:
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
-    strategies = "auto, dev (werkzeug), threaded, processes, sync, gthread, gevent, eventlet, tornado"
+    strategies = (
+        "auto, dev (werkzeug), threaded, processes, sync, gthread, gevent, eventlet, tornado"
+    )
     parser.add_argument(
-        "--strategy", "-s", default=None, help=f"how to serve: {strategies} [env {ENV_PREFIX}STRATEGY]"
+        "--strategy",
+        "-s",
+        default=None,
+        help=f"how to serve: {strategies} [env {ENV_PREFIX}STRATEGY]",
     )
     for row in option_reference():
         name = row["name"]
@@ -71,10 +76,20 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         text = f"{row['help']} Default: {row['default']}. [env {row['env']}]"
         if " / " in row["flag"]:
             group = parser.add_mutually_exclusive_group()
-            group.add_argument(f"--{dashed}", dest=name, action="store_const", const="true", help=text)
-            group.add_argument(f"--no-{dashed}", dest=name, action="store_const", const="false", help=argparse.SUPPRESS)
+            group.add_argument(
+                f"--{dashed}", dest=name, action="store_const", const="true", help=text
+            )
+            group.add_argument(
+                f"--no-{dashed}",
+                dest=name,
+                action="store_const",
+                const="false",
+                help=argparse.SUPPRESS,
+            )
         else:
-            parser.add_argument(f"--{dashed}", dest=name, default=None, metavar=name.upper(), help=text)
+            parser.add_argument(
+                f"--{dashed}", dest=name, default=None, metavar=name.upper(), help=text
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"servekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,explain}")
     run = sub.add_parser("run", help="serve APP", description="Serve APP until SIGTERM/SIGINT.")
-    run.add_argument("app", metavar="APP", help="import string 'package.module:app' or 'module:factory()'")
+    run.add_argument(
+        "app", metavar="APP", help="import string 'package.module:app' or 'module:factory()'"
+    )
     _add_options(run)
     explain = sub.add_parser(
         "explain",
@@ -94,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Resolve the config and print every option with its source, the server, "
         "the capacity and the guard warnings.",
     )
-    explain.add_argument("app", metavar="APP", nargs="?", default=None, help="import string (optional)")
+    explain.add_argument(
+        "app", metavar="APP", nargs="?", default=None, help="import string (optional)"
+    )
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     _add_options(explain)
     return parser
@@ -109,9 +128,17 @@ def render_explain(plan: Plan) -> str:
     lines = []
     head = f"app: {plan.app}" if plan.app is not None else "app: (none given)"
     lines.append(head)
-    chosen = plan.strategy if plan.requested == plan.strategy else f"{plan.strategy} (from {plan.requested})"
+    chosen = (
+        plan.strategy
+        if plan.requested == plan.strategy
+        else f"{plan.strategy} (from {plan.requested})"
+    )
     lines.append(f"strategy: {chosen}")
-    server = plan.server if plan.worker_class is None else f"{plan.server}, worker class {plan.worker_class}"
+    server = (
+        plan.server
+        if plan.worker_class is None
+        else f"{plan.server}, worker class {plan.worker_class}"
+    )
     lines.append(f"server: {server}")
     lines.append(f"environment: {plan.env} ({plan.env_reason})")
     lines.append(f"url: {plan.url()}")

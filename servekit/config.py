@@ -54,21 +54,22 @@ class StrategyConfig(BaseModel):
     name: ClassVar[str] = ""
     server: ClassVar[Literal["werkzeug", "gunicorn"]] = "werkzeug"
 
-    host: str | None = _opt(
-        "127.0.0.1", "Interface to listen on.", min_length=1, max_length=255
-    )
+    host: str | None = _opt("127.0.0.1", "Interface to listen on.", min_length=1, max_length=255)
     port: int | None = _opt(
         "8000 ($PORT if set)", "TCP port to listen on (0 picks a free one).", ge=0, le=65535
     )
     bind: str | None = _opt(
-        "host:port", "Address as 'host:port', '[v6]:port' or 'unix:/path'; replaces host and port.",
+        "host:port",
+        "Address as 'host:port', '[v6]:port' or 'unix:/path'; replaces host and port.",
         min_length=1,
     )
     backlog: int | None = _opt(
         "2048", "Maximum number of connections waiting to be accepted.", ge=1, le=65535
     )
     graceful_timeout: int | None = _opt(
-        "30", "Seconds that requests in flight get to finish after SIGTERM/SIGINT.", ge=1,
+        "30",
+        "Seconds that requests in flight get to finish after SIGTERM/SIGINT.",
+        ge=1,
         le=86400,
     )
     reload: bool | None = _opt("false", "Restart when the code changes (development only).")
@@ -126,12 +127,16 @@ class _Connections(BaseModel):
 
 class _Gunicorn(BaseModel):
     timeout: int | None = _opt(
-        "30", "Seconds a silent worker may take before it is killed and replaced (0: never).",
-        ge=0, le=86400,
+        "30",
+        "Seconds a silent worker may take before it is killed and replaced (0: never).",
+        ge=0,
+        le=86400,
     )
     keepalive: int | None = _opt(
-        "2", "Seconds to wait for the next request on a keep-alive connection (0: off).",
-        ge=0, le=3600,
+        "2",
+        "Seconds to wait for the next request on a keep-alive connection (0: off).",
+        ge=0,
+        le=3600,
     )
     max_requests: int | None = _opt(
         "0", "Restart a worker after this many requests (0: never).", ge=0

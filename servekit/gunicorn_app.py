@@ -16,6 +16,7 @@ What this module guards against (see DESIGN §4):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -120,10 +121,9 @@ class _BootReport:
     def worker_booted(self, worker: Any) -> None:
         """``post_worker_init`` hook: report the boot and make SIGINT drain like SIGTERM."""
         signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
-        try:
+        # OSError: the master already announced and stopped reading.
+        with contextlib.suppress(OSError):
             os.write(self.write_fd, b"1")
-        except OSError:
-            pass  # the master already announced (and stopped reading)
 
     def poll(self) -> bool:
         """In the master: whether a worker has booted (first time only)."""
@@ -168,10 +168,8 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
             code = 1
         # In a worker: leave now, never unwind into the caller of serve().
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         os._exit(code)
 
 

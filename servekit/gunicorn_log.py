@@ -56,7 +56,9 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
 
     def log(self, lvl: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
         level = lvl if isinstance(lvl, str) else glogging.logging.getLevelName(lvl)
-        self._emit(str(level).lower() if str(level).lower() in _LEVELS else "info", msg, args, kwargs)
+        self._emit(
+            str(level).lower() if str(level).lower() in _LEVELS else "info", msg, args, kwargs
+        )
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
         if not self._access_log_enabled:

@@ -21,8 +21,11 @@ def _split(spec: str) -> tuple[str, str, bool]:
     factory = attr.endswith("()")
     if factory:
         attr = attr[:-2]
-    if not sep or not module or not attr or not all(
-        part.isidentifier() for part in [*module.split("."), *attr.split(".")]
+    if (
+        not sep
+        or not module
+        or not attr
+        or not all(part.isidentifier() for part in [*module.split("."), *attr.split(".")])
     ):
         msg = (
             f"app {spec!r} is not an import string: expected 'package.module:attribute' "
@@ -34,9 +37,7 @@ def _split(spec: str) -> tuple[str, str, bool]:
 
 def _user_frame(exc: BaseException) -> str:
     """Where in the user's code an import failed: ``file:line``, innermost non-importlib frame."""
-    frames = [
-        f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename
-    ]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
     if not frames:
         return ""
     last = frames[-1]

@@ -173,7 +173,7 @@ def describe_source(option: str, source: str, value: Any) -> str:
     return f"{source}={value!r}"
 
 
-_MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
+_MESSAGES: dict[str, Callable[[Any], str]] = {
     "int_parsing": lambda e: "is not a whole number",
     "int_type": lambda e: "is not a whole number",
     "int_from_float": lambda e: "is not a whole number",
@@ -339,7 +339,11 @@ def resolve(
             del raw[name]
             continue
         strat_src = sources["strategy"]
-        strat_shown = "" if strat_src == "default" else f" ({describe_source('strategy', strat_src, requested)})"
+        strat_shown = (
+            ""
+            if strat_src == "default"
+            else f" ({describe_source('strategy', strat_src, requested)})"
+        )
         msg = (
             f"option {name!r} ({describe_source(name, sources[name], raw[name])}) does not apply to "
             f"strategy {chosen!r}{strat_shown}; it applies to: {', '.join(applies_to(name))}"
@@ -409,7 +413,9 @@ def resolve(
             warnings.append(text)
             _warnings.warn(text, DevServerWarning, stacklevel=2)
     if config.reload and env == "production":
-        warnings.append("reload is on in production: it restarts the server whenever a file changes")
+        warnings.append(
+            "reload is on in production: it restarts the server whenever a file changes"
+        )
     if app is not None:
         warnings.extend(adapter.app_warnings(app))
 
@@ -471,4 +477,6 @@ def _check_common(config: StrategyConfig, sources: dict[str, str]) -> None:
             f"option 'max_requests_jitter' ({shown('max_requests_jitter')}) needs "
             "option 'max_requests' above 0"
         )
-        raise ConfigError(msg, option="max_requests_jitter", source=sources.get("max_requests_jitter"))
+        raise ConfigError(
+            msg, option="max_requests_jitter", source=sources.get("max_requests_jitter")
+        )

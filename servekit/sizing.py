@@ -62,9 +62,7 @@ def _own_cgroup_dirs(root: Path, proc_cgroup: Path) -> list[Path]:
     return dirs
 
 
-def cgroup_cpu_limit(
-    root: Path = _CGROUP_ROOT, proc_cgroup: Path = _PROC_CGROUP
-) -> float | None:
+def cgroup_cpu_limit(root: Path = _CGROUP_ROOT, proc_cgroup: Path = _PROC_CGROUP) -> float | None:
     """The CPU quota of this process's cgroup in CPUs, or ``None`` if unlimited.
 
     Args:

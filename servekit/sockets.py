@@ -106,10 +106,7 @@ def bind_listener(plan: Plan) -> socket.socket:
         ConfigError: the address is in use, forbidden or cannot be resolved.
     """
     address = plan.address
-    if isinstance(address, str):
-        sock = _bind_unix(plan, address)
-    else:
-        sock = _bind_tcp(plan, *address)
+    sock = _bind_unix(plan, address) if isinstance(address, str) else _bind_tcp(plan, *address)
     backlog = plan.config.backlog
     sock.listen(2048 if backlog is None else backlog)
     sock.set_inheritable(True)

@@ -113,7 +113,9 @@ def _flags(options: dict[str, Any]) -> list[str]:
 
 def _answers(url: str) -> bool:
     parts = urlsplit(url)
-    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn_cls = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
     kwargs: dict[str, Any] = {"timeout": 2}
     if parts.scheme == "https":
         import ssl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -94,10 +95,8 @@ class _Draining:
         A smaller listen backlog first makes the kernel drop (rather than queue)
         new connection attempts, which then meet a closed port: refused, retryable.
         """
-        try:
+        with contextlib.suppress(OSError):
             self.socket.listen(0)
-        except OSError:
-            pass
         while time.monotonic() < deadline:
             try:
                 ready, _, _ = select.select([self.socket], [], [], 0)
@@ -156,10 +155,8 @@ class _Forking(_Draining, ForkingWSGIServer):
 
     def stop_in_flight(self) -> None:
         for pid in list(self.active_children or ()):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.collect_children(blocking=True)
 
 
@@ -230,7 +227,9 @@ def serve_werkzeug(plan: Plan) -> int:
             return
         stopping.set()
         deadline[0] = time.monotonic() + float(cfg.graceful_timeout or 30)
-        log.info("stopping", signal=signal.Signals(signum).name, graceful_timeout=cfg.graceful_timeout)
+        log.info(
+            "stopping", signal=signal.Signals(signum).name, graceful_timeout=cfg.graceful_timeout
+        )
         threading.Thread(target=server.shutdown, name="servekit-stop", daemon=True).start()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

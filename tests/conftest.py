@@ -27,8 +27,15 @@ def _clean_servekit_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start from an environment without SERVEKIT_* or deployment signs."""
     for var in list(os.environ):
         if var.startswith("SERVEKIT_") or var in (
-            "PORT", "WEB_CONCURRENCY", "KUBERNETES_SERVICE_HOST", "DYNO",
-            "FLASK_ENV", "APP_ENV", "ENVIRONMENT", "DJANGO_ENV", "K_SERVICE",
+            "PORT",
+            "WEB_CONCURRENCY",
+            "KUBERNETES_SERVICE_HOST",
+            "DYNO",
+            "FLASK_ENV",
+            "APP_ENV",
+            "ENVIRONMENT",
+            "DJANGO_ENV",
+            "K_SERVICE",
         ):
             monkeypatch.delenv(var)
 
@@ -71,7 +78,9 @@ def serve_app(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Start servers with :func:`servekit.testing.running`; all are stopped at teardown."""
     with contextlib.ExitStack() as stack:
 
-        def start(app: str = SLOW_APP, strategy: str | None = None, **options: Any) -> RunningServer:
+        def start(
+            app: str = SLOW_APP, strategy: str | None = None, **options: Any
+        ) -> RunningServer:
             log_dir = tmp_path / f"server{len(stack._exit_callbacks)}"
             log_dir.mkdir()
             options.setdefault("cwd", ROOT)

@@ -34,7 +34,12 @@ def test_explain_json_for_every_strategy(strategy: str) -> None:
 def test_explain_sources_and_capacity() -> None:
     """explain shows each value's source and the capacity W x T."""
     proc = run_cli(
-        "explain", "--strategy", "gthread", "--workers", "2", "--json",
+        "explain",
+        "--strategy",
+        "gthread",
+        "--workers",
+        "2",
+        "--json",
         env={"SERVEKIT_THREADS": "4", "PORT": "9100"},
     )
     data = json.loads(proc.stdout)
@@ -46,9 +51,7 @@ def test_explain_sources_and_capacity() -> None:
 
 def test_explain_human_table() -> None:
     """The human explain is an aligned table, then the capacity sentence, warnings last."""
-    proc = run_cli(
-        "explain", "--strategy", "threaded", env={"SERVEKIT_ENV": "production"}
-    )
+    proc = run_cli("explain", "--strategy", "threaded", env={"SERVEKIT_ENV": "production"})
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
     assert any(line.startswith("option ") and "source" in line for line in lines)
@@ -78,35 +81,110 @@ def busy_port() -> Iterator[int]:
 
 BAD_INPUTS = [
     # (args, env, words the message must contain)
-    (["run", "tests.apps.slow:app", "--workers", "abc", "--strategy", "sync"], {}, ["'workers'", "--workers"]),
-    (["run", "tests.apps.slow:app", "--strategy", "sync"], {"SERVEKIT_WORKERS": "two"}, ["SERVEKIT_WORKERS"]),
+    (
+        ["run", "tests.apps.slow:app", "--workers", "abc", "--strategy", "sync"],
+        {},
+        ["'workers'", "--workers"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "sync"],
+        {"SERVEKIT_WORKERS": "two"},
+        ["SERVEKIT_WORKERS"],
+    ),
     (["run", "tests.apps.slow:app", "--port", "70000"], {}, ["'port'", "65535"]),
     (["run", "tests.apps.slow:app"], {"SERVEKIT_PORT": "-3"}, ["SERVEKIT_PORT"]),
     (["run", "tests.apps.slow:app"], {"PORT": "http"}, ["PORT='http'"]),
-    (["run", "tests.apps.slow:app", "--strategy", "gevnt"], {}, ["'strategy'", "did you mean 'gevent'"]),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "gevnt"],
+        {},
+        ["'strategy'", "did you mean 'gevent'"],
+    ),
     (["run", "tests.apps.slow:app"], {"SERVEKIT_STRATEGY": "turbo"}, ["SERVEKIT_STRATEGY"]),
-    (["run", "tests.apps.slow:app", "--strategy", "gevent", "--threads", "4"], {}, ["'threads'", "'gevent'"]),
-    (["run", "tests.apps.slow:app", "--strategy", "dev", "--workers", "2"], {}, ["'workers'", "'dev'"]),
-    (["run", "tests.apps.slow:app", "--strategy", "sync"], {"SERVEKIT_WORKER_CONNECTIONS": "5"}, ["SERVEKIT_WORKER_CONNECTIONS"]),
-    (["run", "no_such_module_xyz:app", "--strategy", "dev"], {}, ["no module named 'no_such_module_xyz'"]),
-    (["run", "no_such_module_xyz:app", "--strategy", "gevent"], {}, ["no module named 'no_such_module_xyz'"]),
-    (["run", "tests.apps.slow:nothing", "--strategy", "threaded", "--port", "0"], {}, ["no attribute 'nothing'"]),
-    (["run", "tests.apps.slow:nothing", "--strategy", "sync", "--workers", "1", "--port", "0"], {}, ["no attribute 'nothing'"]),
-    (["run", "tests.apps.slow:app", "--strategy", "dev"], {"SERVEKIT_ENV": "production", "SERVEKIT_GUARD": "error"}, ["refusing to start", "SERVEKIT_GUARD"]),
-    (["run", "tests.apps.slow:app", "--strategy", "dev", "--debug", "--host", "0.0.0.0"], {}, ["'debug'", "0.0.0.0"]),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "gevent", "--threads", "4"],
+        {},
+        ["'threads'", "'gevent'"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "dev", "--workers", "2"],
+        {},
+        ["'workers'", "'dev'"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "sync"],
+        {"SERVEKIT_WORKER_CONNECTIONS": "5"},
+        ["SERVEKIT_WORKER_CONNECTIONS"],
+    ),
+    (
+        ["run", "no_such_module_xyz:app", "--strategy", "dev"],
+        {},
+        ["no module named 'no_such_module_xyz'"],
+    ),
+    (
+        ["run", "no_such_module_xyz:app", "--strategy", "gevent"],
+        {},
+        ["no module named 'no_such_module_xyz'"],
+    ),
+    (
+        ["run", "tests.apps.slow:nothing", "--strategy", "threaded", "--port", "0"],
+        {},
+        ["no attribute 'nothing'"],
+    ),
+    (
+        ["run", "tests.apps.slow:nothing", "--strategy", "sync", "--workers", "1", "--port", "0"],
+        {},
+        ["no attribute 'nothing'"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "dev"],
+        {"SERVEKIT_ENV": "production", "SERVEKIT_GUARD": "error"},
+        ["refusing to start", "SERVEKIT_GUARD"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "dev", "--debug", "--host", "0.0.0.0"],
+        {},
+        ["'debug'", "0.0.0.0"],
+    ),
     (["run", "tests.apps.slow:app", "--log-level", "chatty"], {}, ["'log_level'"]),
     (["run", "tests.apps.slow:app"], {"SERVEKIT_WROKERS": "2"}, ["SERVEKIT_WROKERS"]),
     (["run", "tests.apps.slow:app", "--bind", "localhost"], {}, ["'bind'"]),
-    (["run", "tests.apps.slow:app", "--strategy", "sync", "--certfile", "/nope/cert.pem", "--keyfile", "/nope/key.pem"], {}, ["'certfile'", "does not exist"]),
-    (["run", "tests.apps.slow:app", "--strategy", "sync", "--max-requests-jitter", "5"], {}, ["'max_requests_jitter'"]),
-    (["run", "tests.apps.broken:app", "--strategy", "dev"], {}, ["not_installed_dependency_xyz", "broken.py:3"]),
-    (["explain", "--strategy", "tornado", "--worker-connections", "5"], {}, ["'worker_connections'", "'tornado'"]),
+    (
+        [
+            "run",
+            "tests.apps.slow:app",
+            "--strategy",
+            "sync",
+            "--certfile",
+            "/nope/cert.pem",
+            "--keyfile",
+            "/nope/key.pem",
+        ],
+        {},
+        ["'certfile'", "does not exist"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "sync", "--max-requests-jitter", "5"],
+        {},
+        ["'max_requests_jitter'"],
+    ),
+    (
+        ["run", "tests.apps.broken:app", "--strategy", "dev"],
+        {},
+        ["not_installed_dependency_xyz", "broken.py:3"],
+    ),
+    (
+        ["explain", "--strategy", "tornado", "--worker-connections", "5"],
+        {},
+        ["'worker_connections'", "'tornado'"],
+    ),
     (["explain"], {"SERVEKIT_ACCESS_LOG": "perhaps"}, ["SERVEKIT_ACCESS_LOG"]),
 ]
 
 
 @pytest.mark.parametrize(("args", "env", "words"), BAD_INPUTS)
-def test_bad_input_exits_2_with_a_clear_message(args: list[str], env: dict[str, str], words: list[str]) -> None:
+def test_bad_input_exits_2_with_a_clear_message(
+    args: list[str], env: dict[str, str], words: list[str]
+) -> None:
     """Exit 2, the option or variable named, no traceback, nothing served."""
     proc = run_cli(*args, env=env)
     assert proc.returncode == 2, proc.stderr

@@ -20,7 +20,9 @@ def plan(strategy: Any = None, environ: dict[str, str] | None = None, **options:
     return resolve(None, strategy, environ=environ or {}, cpus=2, **options)
 
 
-def error(strategy: Any = None, environ: dict[str, str] | None = None, **options: Any) -> ConfigError:
+def error(
+    strategy: Any = None, environ: dict[str, str] | None = None, **options: Any
+) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         plan(strategy, environ, **options)
     return info.value
@@ -34,7 +36,10 @@ class TestPrecedence:
         assert plan("sync", workers=3).settings["workers"].value == 3
         assert plan("sync", workers=3).settings["workers"].source == "code"
         p = plan("sync", {"SERVEKIT_WORKERS": "7"}, workers=3)
-        assert (p.settings["workers"].value, p.settings["workers"].source) == (7, "SERVEKIT_WORKERS")
+        assert (p.settings["workers"].value, p.settings["workers"].source) == (
+            7,
+            "SERVEKIT_WORKERS",
+        )
 
     def test_env_strategy_beats_code_strategy(self) -> None:
         """SERVEKIT_STRATEGY switches the strategy the code chose."""
@@ -78,7 +83,7 @@ class TestPrecedence:
         """bind='h:p' fills host and port, labelled as coming from bind."""
         p = plan("sync", bind="0.0.0.0:9000")
         assert p.settings["host"].value == "0.0.0.0"
-        assert p.settings["port"] .value == 9000
+        assert p.settings["port"].value == 9000
         assert p.settings["port"].source == "bind"
         assert plan("sync", bind="unix:/tmp/x.sock").address == "/tmp/x.sock"
         assert plan("sync", bind="[::1]:8001").address == ("::1", 8001)
@@ -228,7 +233,11 @@ class TestAutoAndGuards:
     def test_auto_in_production(self) -> None:
         """auto is gthread sized from the CPUs in production."""
         p = plan("auto", {"SERVEKIT_ENV": "production"})
-        assert (p.strategy, p.settings["workers"].value, p.settings["threads"].value) == ("gthread", 2, 4)
+        assert (p.strategy, p.settings["workers"].value, p.settings["threads"].value) == (
+            "gthread",
+            2,
+            4,
+        )
         assert p.settings["log_format"].value == "json"
 
     @pytest.mark.parametrize(

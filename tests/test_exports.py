@@ -13,7 +13,14 @@ import servekit
 def test_all_is_exactly_the_public_api() -> None:
     """__all__ is sorted and lists the contract's names."""
     assert servekit.__all__ == sorted(servekit.__all__)
-    for name in ("serve", "ConfigError", "DevServerWarning", "resolve", "GeventConfig", "__version__"):
+    for name in (
+        "serve",
+        "ConfigError",
+        "DevServerWarning",
+        "resolve",
+        "GeventConfig",
+        "__version__",
+    ):
         assert name in servekit.__all__
     for name in servekit.__all__:
         assert hasattr(servekit, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -23,7 +24,9 @@ def test_dev_serves_one_at_a_time(serve_app: Any) -> None:
 
 
 @pytest.mark.parametrize(("strategy", "options"), [("threaded", {}), ("processes", {"workers": 3})])
-def test_threaded_and_processes_serve_at_once(serve_app: Any, strategy: str, options: dict[str, Any]) -> None:
+def test_threaded_and_processes_serve_at_once(
+    serve_app: Any, strategy: str, options: dict[str, Any]
+) -> None:
     """threaded and processes=3: three 0.3 s requests overlap."""
     server = serve_app(strategy=strategy, **options)
     elapsed, statuses = burst(server.url, 3, "/sleep?s=0.3")
@@ -66,10 +69,8 @@ def test_graceful_timeout_bounds_the_drain(serve_app: Any) -> None:
 
 
 def _swallow(url: str, path: str) -> None:
-    try:
+    with contextlib.suppress(Exception):
         get(url, path, timeout=10)
-    except Exception:
-        pass
 
 
 def test_access_log_event(serve_app: Any) -> None:

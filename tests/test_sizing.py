@@ -8,7 +8,9 @@ from pathlib import Path
 from servekit.sizing import cgroup_cpu_limit, usable_cpus
 
 
-def fake_cgroup(tmp_path: Path, cpu_max: str | None, nested: str | None = None) -> tuple[Path, Path]:
+def fake_cgroup(
+    tmp_path: Path, cpu_max: str | None, nested: str | None = None
+) -> tuple[Path, Path]:
     root = tmp_path / "cgroup"
     root.mkdir()
     proc = tmp_path / "proc_cgroup"

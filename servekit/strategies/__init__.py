@@ -28,8 +28,16 @@ REGISTRY: dict[str, str] = {
 ALIASES: dict[str, str] = {"werkzeug": "dev"}
 
 StrategyName = Literal[
-    "auto", "dev", "werkzeug", "threaded", "processes",
-    "sync", "gthread", "gevent", "eventlet", "tornado",
+    "auto",
+    "dev",
+    "werkzeug",
+    "threaded",
+    "processes",
+    "sync",
+    "gthread",
+    "gevent",
+    "eventlet",
+    "tornado",
 ]
 
 

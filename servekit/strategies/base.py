@@ -40,6 +40,7 @@ class Strategy(ABC):
         Raises:
             ConfigError: naming the offending option.
         """
+        return None
 
     def app_warnings(self, app: object) -> list[str]:
         """Warnings about how this strategy will load ``app`` (e.g. monkey-patching)."""

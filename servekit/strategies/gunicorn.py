@@ -86,7 +86,9 @@ class _Cooperative(_Gunicorn):
         return {"workers": cpus, "worker_connections": 1000}
 
     def capacity_text(self, cfg: StrategyConfig) -> str:
-        return super().capacity_text(cfg) + " (greenlets: concurrent only while requests wait on I/O)"
+        return (
+            super().capacity_text(cfg) + " (greenlets: concurrent only while requests wait on I/O)"
+        )
 
     def app_warnings(self, app: object) -> list[str]:
         if isinstance(app, str):
@@ -106,7 +108,10 @@ class Gevent(_Cooperative):
     name: ClassVar[str] = "gevent"
     config: ClassVar[type[StrategyConfig]] = GeventConfig
     worker_class: ClassVar[str | None] = "gevent"
-    requires: ClassVar[tuple[tuple[str, str], ...]] = (("gevent", "gevent"), ("packaging", "gevent"))
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("gevent", "gevent"),
+        ("packaging", "gevent"),
+    )
 
 
 class Eventlet(_Cooperative):

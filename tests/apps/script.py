@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from servekit import serve  # noqa: E402
-from tests.apps.slow import app  # noqa: E402
+from servekit import serve
+from tests.apps.slow import app
 
 if __name__ == "__main__":
     serve(app, port=0, log_format="json")
