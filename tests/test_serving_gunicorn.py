@@ -1,0 +1,235 @@
+"""Real embedded gunicorn with every worker class: capacity as stated, drain, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, burst, children_of, get, run_cli
+
+pytestmark = pytest.mark.server
+
+SMALL = {
+    "sync": {"workers": 2},
+    "gthread": {"workers": 2, "threads": 3},
+    "gevent": {"workers": 2, "worker_connections": 5},
+    "eventlet": {"workers": 2, "worker_connections": 5},
+    "tornado": {"workers": 2, "threads": 3},
+}
+STRATEGIES = list(SMALL)
+
+
+def stated_capacity(strategy: str, options: dict[str, Any]) -> int:
+    """The capacity `servekit explain` states for this config."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    proc = run_cli("explain", "--strategy", strategy, "--json", *flags)
+    capacity: int = json.loads(proc.stdout)["capacity"]
+    return capacity
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_burst_of_twice_capacity_takes_two_rounds(serve_app: Any, strategy: str) -> None:
+    """2 x capacity requests of 0.3 s take about two rounds: not one, not four."""
+    capacity = stated_capacity(strategy, SMALL[strategy])
+    assert capacity == {"sync": 2, "gthread": 6, "gevent": 10, "eventlet": 10, "tornado": 6}[strategy]
+    server = serve_app(strategy=strategy, **SMALL[strategy])
+    burst(server.url, 2, "/")  # warm up both workers
+    elapsed, statuses = burst(server.url, 2 * capacity, "/sleep?s=0.3")
+    assert statuses == [200] * (2 * capacity)
+    assert 0.55 <= elapsed < 0.85, f"{elapsed:.2f}s for {2 * capacity} requests"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains_request_in_flight(serve_app: Any, strategy: str, sig: int) -> None:
+    """SIGTERM/SIGINT during a 1.5 s request: 200 with the full body, exit status 0."""
+    server = serve_app(strategy=strategy, **SMALL[strategy])
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        result["reply"] = get(server.url, "/sleep?s=1.5")
+
+    client = threading.Thread(target=slow)
+    client.start()
+    time.sleep(0.4)
+    code = server.stop(sig)
+    client.join(10)
+    assert result["reply"][0] == 200
+    assert result["reply"][1].startswith(b"slept 1.5")
+    assert code == 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_killed_worker_is_replaced(serve_app: Any, strategy: str) -> None:
+    """SIGKILL one worker: within a few seconds requests succeed again from a new worker."""
+    server = serve_app(strategy=strategy, **SMALL[strategy])
+    workers = set(children_of(server.pid))
+    assert len(workers) == 2
+    victim = int(get(server.url, "/pid")[1])
+    assert victim in workers
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = set(children_of(server.pid))
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.1)
+    assert victim not in set(children_of(server.pid))
+    assert len(children_of(server.pid)) == 2
+    statuses = [get(server.url, "/", timeout=5)[0] for _ in range(10)]
+    assert statuses == [200] * 10
+
+
+def test_port_env_does_not_change_bind(serve_app: Any) -> None:
+    """PORT=9999 in the environment loses to the port servekit resolved, and host stays loopback."""
+    server = serve_app(strategy="sync", workers=1, env={"PORT": "9999"})
+    assert ":9999" not in server.url
+    assert server.url.startswith("http://127.0.0.1:")
+    assert get(server.url, "/")[0] == 200
+    assert "0.0.0.0" not in server.log()
+
+
+def test_web_concurrency_does_not_override(serve_app: Any) -> None:
+    """WEB_CONCURRENCY read by gunicorn at import does not beat workers=2."""
+    server = serve_app(strategy="sync", workers=2, env={"WEB_CONCURRENCY": "5"})
+    assert len(children_of(server.pid)) == 2
+
+
+def test_two_servers_at_once(serve_app: Any) -> None:
+    """Two servekit gunicorns on one machine both serve (no shared control socket)."""
+    first = serve_app(strategy="gthread", workers=1, threads=2)
+    second = serve_app(strategy="sync", workers=1)
+    assert first.url != second.url
+    assert get(first.url, "/")[0] == 200
+    assert get(second.url, "/")[0] == 200
+    assert "ctl" not in first.log() + second.log()
+
+
+def test_read_only_home(serve_app: Any, tmp_path: Path) -> None:
+    """A read-only HOME (and no XDG_RUNTIME_DIR) does not break start-up."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o500)
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": ""}
+    server = serve_app(strategy="sync", workers=1, env=env)
+    assert get(server.url, "/")[0] == 200
+    assert not (home / ".gunicorn").exists()
+
+
+@pytest.mark.parametrize("strategy", ["gevent", "eventlet"])
+def test_import_string_is_imported_after_patch(serve_app: Any, strategy: str) -> None:
+    """An app given as 'module:app' is imported in the worker after the monkey-patch."""
+    server = serve_app(strategy=strategy, workers=1, worker_connections=10)
+    status, body = get(server.url, "/patched")
+    assert status == 200
+    assert json.loads(body) == {"at_import": True, "now": True}
+
+
+def test_json_access_log_fields(serve_app: Any) -> None:
+    """The access log is one JSON object per request with the documented fields."""
+    server = serve_app(strategy="gthread", workers=1, threads=2)
+    get(server.url, "/big?x=1")
+    time.sleep(0.3)
+    lines = [line for line in server.log().splitlines() if '"request"' in line]
+    assert lines, server.log()
+    event = json.loads(lines[-1])
+    assert event["event"] == "request"
+    assert (event["method"], event["path"], event["query"], event["status"]) == ("GET", "/big", "x=1", 200)
+    assert event["bytes"] == 100_000
+    assert event["duration_ms"] >= 0
+    assert event["remote"] == "127.0.0.1"
+    assert event["pid"] in children_of(server.pid)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_access_log_off(serve_app: Any, strategy: str) -> None:
+    """access_log=False: no request events from any worker class."""
+    server = serve_app(strategy=strategy, workers=1, access_log=False)
+    for _ in range(3):
+        assert get(server.url, "/")[0] == 200
+    time.sleep(0.3)
+    assert not [e for e in server.events() if e.get("event") == "request"]
+
+
+@pytest.mark.parametrize("strategy", ["sync", "tornado", "eventlet", "gevent"])
+def test_access_log_on(serve_app: Any, strategy: str) -> None:
+    """Every worker class writes the structured request event."""
+    server = serve_app(strategy=strategy, workers=1)
+    get(server.url, "/?a=b")
+    time.sleep(0.3)
+    events = [e for e in server.events() if e.get("event") == "request"]
+    assert events, server.log()
+    assert (events[-1]["path"], events[-1]["status"], events[-1]["query"]) == ("/", 200, "a=b")
+
+
+def _script(strategy: str, marker: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVEKIT_")}
+    env.update({"SERVEKIT_STRATEGY": strategy, "AFTER_SERVE_MARKER": str(marker), "PYTHONUNBUFFERED": "1"})
+    env.update(extra_env or {})
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "apps" / "script.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_serving(proc: subprocess.Popen[str]) -> tuple[str, list[str]]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if '"serving"' in line:
+            return json.loads(line)["url"], lines
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("".join(lines))
+
+
+@pytest.mark.parametrize("strategy", ["sync", "gevent", "threaded"])
+def test_code_after_serve_runs_once_in_main_process(tmp_path: Path, strategy: str) -> None:
+    """The code after serve() in a script runs once, in the main process, never in workers."""
+    marker = tmp_path / "after.txt"
+    proc = _script(strategy, marker, {"SERVEKIT_WORKERS": "2"} if strategy != "threaded" else None)
+    try:
+        url, _ = _wait_serving(proc)
+        assert get(url, "/")[0] == 200
+        workers = children_of(proc.pid)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0
+    assert marker.read_text().split() == [str(proc.pid)]
+    assert strategy == "threaded" or len(workers) == 2
+
+
+def test_app_object_under_gevent_warns_and_serves(tmp_path: Path) -> None:
+    """An app object with gevent logs the import-order warning, and still serves."""
+    proc = _script("gevent", tmp_path / "after.txt", {"SERVEKIT_WORKERS": "1"})
+    try:
+        url, lines = _wait_serving(proc)
+        assert get(url, "/")[0] == 200
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = "".join(lines)
+    assert "imported before gevent monkey-patches" in text
+    assert "import string" in text
