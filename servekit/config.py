@@ -13,6 +13,7 @@ strategy's default (some defaults, like ``workers``, depend on the CPUs availabl
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -149,6 +150,27 @@ class _Gunicorn(BaseModel):
         "Comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': all).",
         min_length=1,
     )
+
+    gunicorn: dict[str, Any] | None = _opt(
+        "{}",
+        "More gunicorn settings by gunicorn's own names, e.g. {\"limit_request_line\": 8190}; "
+        "JSON in the environment and on the command line. Each key is checked against "
+        "gunicorn's settings; the ones servekit sets itself are refused.",
+    )
+
+    @field_validator("gunicorn", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                msg = f"is not a JSON object ({exc.msg})"
+                raise ValueError(msg) from None
+            if not isinstance(value, dict):
+                msg = "must be a JSON object of gunicorn setting names to values"
+                raise ValueError(msg)
+        return value
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -85,7 +85,74 @@ def gunicorn_settings(plan: Plan, fd: int | None = None) -> dict[str, Any]:
     connections = getattr(cfg, "worker_connections", None)
     if connections is not None:
         settings["worker_connections"] = connections
+    settings.update(getattr(cfg, "gunicorn", None) or {})
     return settings
+
+
+#: gunicorn settings servekit sets itself -> the servekit option to use instead (None: none)
+RESERVED: dict[str, str | None] = {
+    "bind": "bind (or host and port)",
+    "workers": "workers",
+    "worker_class": "strategy",
+    "threads": "threads",
+    "worker_connections": "worker_connections",
+    "timeout": "timeout",
+    "graceful_timeout": "graceful_timeout",
+    "keepalive": "keepalive",
+    "max_requests": "max_requests",
+    "max_requests_jitter": "max_requests_jitter",
+    "backlog": "backlog",
+    "forwarded_allow_ips": "forwarded_allow_ips",
+    "reload": "reload",
+    "certfile": "certfile",
+    "keyfile": "keyfile",
+    "loglevel": "log_level",
+    "accesslog": "access_log",
+    "errorlog": "log_format",
+    "logger_class": "log_format",
+    "logconfig": "log_format",
+    "logconfig_dict": "log_format",
+    "logconfig_json": "log_format",
+    "post_worker_init": None,
+    "control_socket": None,
+    "control_socket_disable": None,
+    "reuse_port": None,
+    "daemon": None,
+    "config": None,
+    "wsgi_app": None,
+    "check_config": None,
+    "print_config": None,
+}
+
+
+def check_extra_settings(extra: dict[str, Any]) -> None:
+    """Check the ``gunicorn`` escape hatch: known names, not servekit's own, valid values.
+
+    Raises:
+        ConfigError: naming the offending key.
+    """
+    import difflib
+
+    from gunicorn.config import KNOWN_SETTINGS, Config
+
+    known = [setting.name for setting in KNOWN_SETTINGS]
+    probe = Config()
+    for key, value in extra.items():
+        if key in RESERVED:
+            instead = RESERVED[key]
+            hint = f"; use servekit's option {instead!r}" if instead else ""
+            msg = f"option 'gunicorn': setting {key!r} is managed by servekit{hint}"
+            raise ConfigError(msg, option="gunicorn")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            msg = f"option 'gunicorn': unknown gunicorn setting {key!r}{hint}"
+            raise ConfigError(msg, option="gunicorn")
+        try:
+            probe.set(key, value)
+        except Exception as exc:
+            msg = f"option 'gunicorn': invalid value {value!r} for gunicorn setting {key!r}: {exc}"
+            raise ConfigError(msg, option="gunicorn") from None
 
 
 class _Application(BaseApplication):  # type: ignore[misc]

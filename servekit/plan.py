@@ -53,6 +53,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "max_requests": 0,
     "max_requests_jitter": 0,
     "forwarded_allow_ips": "127.0.0.1,::1",
+    "gunicorn": {},
 }
 
 
@@ -391,7 +392,15 @@ def resolve(
         for name in model.model_fields
     }
     _check_common(config, sources)
-    adapter.check(config)
+    try:
+        adapter.check(config)
+    except ConfigError as exc:
+        origin = sources.get(exc.option or "", "")
+        if origin and origin not in ("code", "cli", "default"):
+            raise ConfigError(f"{exc.message} (from {origin})", option=exc.option, source=origin) from None
+        raise
+    if adapter.advice:
+        notes.append(adapter.advice)
 
     warnings: list[str] = []
     dev_in_prod = config.server == "werkzeug" and env == "production"

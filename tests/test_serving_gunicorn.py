@@ -233,3 +233,10 @@ def test_app_object_under_gevent_warns_and_serves(tmp_path: Path) -> None:
     text = "".join(lines)
     assert "imported before gevent monkey-patches" in text
     assert "import string" in text
+
+
+def test_gunicorn_escape_hatch_applies(serve_app: Any) -> None:
+    """A checked gunicorn setting from the escape hatch reaches gunicorn."""
+    server = serve_app(strategy="sync", workers=1, gunicorn='{"limit_request_line": 64}')
+    assert get(server.url, "/")[0] == 200
+    assert get(server.url, "/" + "x" * 200)[0] == 414  # Request-URI Too Long

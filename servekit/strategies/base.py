@@ -25,6 +25,8 @@ class Strategy(ABC):
     worker_class: ClassVar[str | None] = None
     #: top-level modules the strategy needs, with the servekit extra that brings them
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: a sentence ``explain`` shows whenever this strategy is chosen
+    advice: ClassVar[str | None] = None
 
     def defaults(self, cpus: int) -> dict[str, Any]:
         """Defaults of the options this strategy adds to the common ones.

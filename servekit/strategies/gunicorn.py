@@ -50,6 +50,13 @@ class _Gunicorn(Strategy):
         noun, option = self.per_worker
         return f"{workers} x {_plural(getattr(cfg, option), noun)}"
 
+    def check(self, cfg: StrategyConfig) -> None:
+        extra = getattr(cfg, "gunicorn", None)
+        if extra:
+            from servekit.gunicorn_app import check_extra_settings
+
+            check_extra_settings(extra)
+
     def run(self, plan: Plan) -> int:
         from servekit.gunicorn_app import serve_gunicorn
 
@@ -121,6 +128,9 @@ class Eventlet(_Cooperative):
     config: ClassVar[type[StrategyConfig]] = EventletConfig
     worker_class: ClassVar[str | None] = "servekit.workers.eventlet.EventletWorker"
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("eventlet", "eventlet"),)
+    advice: ClassVar[str | None] = (
+        "eventlet is maintained in bugfix-only mode upstream; prefer 'gevent' for new projects"
+    )
 
 
 class Tornado(_Gunicorn):

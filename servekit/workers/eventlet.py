@@ -8,9 +8,11 @@ process monkey-patched, only inside the forked worker.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 import time
+import warnings
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +86,15 @@ def _green_sendfile(sock: Any, file: Any, offset: int = 0, count: int | None = N
     return total
 
 
+class _PatchLogHandler(logging.Handler):
+    """Sends what eventlet logs while patching to the worker's log at debug level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from servekit.logs import get_logger
+
+        get_logger().debug(record.getMessage(), logger="eventlet")
+
+
 class EventletWorker(AsyncWorker):  # type: ignore[misc]
     """Gunicorn worker that serves each connection in an eventlet green thread.
 
@@ -113,13 +124,26 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
 
     def patch(self) -> None:
         """Give this process its own hub and monkey-patch the standard library."""
-        import eventlet
-        import eventlet.hubs
+        # eventlet warns on import that it is in bugfix-only mode; servekit says so
+        # once, in `explain`, instead of on every worker boot.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+            import eventlet
+            import eventlet.hubs
 
         # Drop any hub inherited from the master (e.g. built by a preloaded
         # app): its epoll descriptor is shared with every sibling worker.
         eventlet.hubs.use_hub()
-        eventlet.monkey_patch()
+        # Patching after the fork makes eventlet walk every imported module for
+        # locks to replace; it logs (through an unregistered logger, so Python's
+        # last-resort handler) a traceback for objects that refuse inspection,
+        # such as pydantic's placeholders, and carries on. Route that to debug.
+        previous = logging.lastResort
+        logging.lastResort = _PatchLogHandler()
+        try:
+            eventlet.monkey_patch()
+        finally:
+            logging.lastResort = previous
 
     # -- signals ---------------------------------------------------------------
     # Handlers run in whatever green thread the signal interrupts, possibly the
