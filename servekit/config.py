@@ -164,7 +164,7 @@ class _Gunicorn(BaseModel):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 msg = f"is not a JSON object ({exc.msg})"
                 raise ValueError(msg) from None
             if not isinstance(value, dict):
