@@ -7,57 +7,15 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 from servekit import __version__
 from servekit.errors import ConfigError
-from servekit.plan import ENV_PREFIX, Plan, all_options, applies_to, resolve
+from servekit.plan import ENV_PREFIX, Plan, all_options, resolve
+from servekit.reference import option_reference
 from servekit.run import fail, run_plan
 
-__all__ = ["build_parser", "main", "option_reference"]
-
-
-def option_reference() -> list[dict[str, Any]]:
-    """Every option as documented: name, type, default, env var, CLI flag, strategies, help."""
-    from servekit.config import AutoConfig, StrategyConfig
-    from servekit.strategies import REGISTRY, load_strategy
-
-    models: list[type[StrategyConfig]] = [load_strategy(n).config for n in REGISTRY]
-    models.append(AutoConfig)
-    rows = []
-    for name in all_options():
-        info = next(m.model_fields[name] for m in models if name in m.model_fields)
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        rows.append(
-            {
-                "name": name,
-                "type": _type_name(info.annotation),
-                "default": str(extra.get("default_doc", "")),
-                "env": ENV_PREFIX + name.upper(),
-                "flag": _flag(name, info.annotation),
-                "strategies": applies_to(name),
-                "help": info.description or "",
-            }
-        )
-    return rows
-
-
-def _type_name(annotation: Any) -> str:
-    """``int``, ``bool``, ``'a' | 'b'``: the annotation without its ``None``."""
-    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
-    inner = args[0]
-    if get_origin(inner) is Literal:
-        return " | ".join(repr(v) for v in get_args(inner))
-    return str(getattr(inner, "__name__", inner))
-
-
-def _is_bool(annotation: Any) -> bool:
-    return "bool" in str(annotation)
-
-
-def _flag(name: str, annotation: Any) -> str:
-    dashed = name.replace("_", "-")
-    return f"--{dashed} / --no-{dashed}" if _is_bool(annotation) else f"--{dashed}"
+__all__ = ["build_parser", "main"]
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:

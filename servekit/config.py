@@ -153,7 +153,7 @@ class _Gunicorn(BaseModel):
 
     gunicorn: dict[str, Any] | None = _opt(
         "{}",
-        "More gunicorn settings by gunicorn's own names, e.g. {\"limit_request_line\": 8190}; "
+        'More gunicorn settings by gunicorn\'s own names, e.g. {"limit_request_line": 8190}; '
         "JSON in the environment and on the command line. Each key is checked against "
         "gunicorn's settings; the ones servekit sets itself are refused.",
     )

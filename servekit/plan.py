@@ -397,7 +397,9 @@ def resolve(
     except ConfigError as exc:
         origin = sources.get(exc.option or "", "")
         if origin and origin not in ("code", "cli", "default"):
-            raise ConfigError(f"{exc.message} (from {origin})", option=exc.option, source=origin) from None
+            raise ConfigError(
+                f"{exc.message} (from {origin})", option=exc.option, source=origin
+            ) from None
         raise
     if adapter.advice:
         notes.append(adapter.advice)
