@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/servekit run examples.hello:app
 
 lint: $(STAMP)
-	$(BIN)/ruff check servekit tests examples benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint

@@ -178,10 +178,33 @@ BAD_INPUTS = [
         ["'worker_connections'", "'tornado'"],
     ),
     (["explain"], {"SERVEKIT_ACCESS_LOG": "perhaps"}, ["SERVEKIT_ACCESS_LOG"]),
-    (["run", "tests.apps.slow:app", "--strategy", "sync", "--gunicorn", '{"limit_request_lines": 10}'], {}, ["'gunicorn'", "'limit_request_lines'", "did you mean 'limit_request_line'"]),
-    (["run", "tests.apps.slow:app", "--strategy", "gthread"], {"SERVEKIT_GUNICORN": '{"workers": 3}'}, ["'workers'", "SERVEKIT_GUNICORN"]),
-    (["run", "tests.apps.slow:app", "--strategy", "sync", "--gunicorn", "{not json"], {}, ["'gunicorn'", "not a JSON object"]),
-    (["run", "tests.apps.slow:app", "--strategy", "dev", "--gunicorn", "{}"], {}, ["'gunicorn'", "'dev'"]),
+    (
+        [
+            "run",
+            "tests.apps.slow:app",
+            "--strategy",
+            "sync",
+            "--gunicorn",
+            '{"limit_request_lines": 10}',
+        ],
+        {},
+        ["'gunicorn'", "'limit_request_lines'", "did you mean 'limit_request_line'"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "gthread"],
+        {"SERVEKIT_GUNICORN": '{"workers": 3}'},
+        ["'workers'", "SERVEKIT_GUNICORN"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "sync", "--gunicorn", "{not json"],
+        {},
+        ["'gunicorn'", "not a JSON object"],
+    ),
+    (
+        ["run", "tests.apps.slow:app", "--strategy", "dev", "--gunicorn", "{}"],
+        {},
+        ["'gunicorn'", "'dev'"],
+    ),
 ]
 
 

@@ -40,7 +40,9 @@ def stated_capacity(strategy: str, options: dict[str, Any]) -> int:
 def test_burst_of_twice_capacity_takes_two_rounds(serve_app: Any, strategy: str) -> None:
     """2 x capacity requests of 0.3 s take about two rounds: not one, not four."""
     capacity = stated_capacity(strategy, SMALL[strategy])
-    assert capacity == {"sync": 2, "gthread": 6, "gevent": 10, "eventlet": 10, "tornado": 6}[strategy]
+    assert (
+        capacity == {"sync": 2, "gthread": 6, "gevent": 10, "eventlet": 10, "tornado": 6}[strategy]
+    )
     server = serve_app(strategy=strategy, **SMALL[strategy])
     burst(server.url, 2, "/")  # warm up both workers
     elapsed, statuses = burst(server.url, 2 * capacity, "/sleep?s=0.3")
@@ -142,7 +144,12 @@ def test_json_access_log_fields(serve_app: Any) -> None:
     assert lines, server.log()
     event = json.loads(lines[-1])
     assert event["event"] == "request"
-    assert (event["method"], event["path"], event["query"], event["status"]) == ("GET", "/big", "x=1", 200)
+    assert (event["method"], event["path"], event["query"], event["status"]) == (
+        "GET",
+        "/big",
+        "x=1",
+        200,
+    )
     assert event["bytes"] == 100_000
     assert event["duration_ms"] >= 0
     assert event["remote"] == "127.0.0.1"
@@ -170,9 +177,13 @@ def test_access_log_on(serve_app: Any, strategy: str) -> None:
     assert (events[-1]["path"], events[-1]["status"], events[-1]["query"]) == ("/", 200, "a=b")
 
 
-def _script(strategy: str, marker: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _script(
+    strategy: str, marker: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVEKIT_")}
-    env.update({"SERVEKIT_STRATEGY": strategy, "AFTER_SERVE_MARKER": str(marker), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {"SERVEKIT_STRATEGY": strategy, "AFTER_SERVE_MARKER": str(marker), "PYTHONUNBUFFERED": "1"}
+    )
     env.update(extra_env or {})
     return subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "apps" / "script.py")],

@@ -103,3 +103,29 @@ def test_startup_event(serve_app: Any) -> None:
     assert event["url"] == server.url
     assert event["capacity"] == 2
     assert event["pid"] == server.pid
+
+
+@pytest.mark.parametrize("strategy", ["dev", "sync"])
+def test_reload_picks_up_code_changes(serve_app: Any, tmp_path: Any, strategy: str) -> None:
+    """reload=True: editing the app's module restarts the server with the new code."""
+    module = tmp_path / "reloadme.py"
+    module.write_text(_RELOAD_APP.format(answer="one"))
+    options = {"workers": 1} if strategy == "sync" else {}
+    server = serve_app("reloadme:app", strategy=strategy, reload=True, cwd=tmp_path, **options)
+    assert get(server.url, "/") == (200, b"one")
+    time.sleep(1.1)  # past the file's mtime granularity
+    module.write_text(_RELOAD_APP.format(answer="two"))
+    deadline = time.monotonic() + 20
+    body = b""
+    while time.monotonic() < deadline and body != b"two":
+        with contextlib.suppress(OSError):
+            body = get(server.url, "/", timeout=2)[1]
+        time.sleep(0.2)
+    assert body == b"two"
+
+
+_RELOAD_APP = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"{answer}"]
+"""
