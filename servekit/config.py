@@ -126,18 +126,22 @@ class _Connections(BaseModel):
     )
 
 
+class _Keepalive(BaseModel):
+    keepalive: int | None = _opt(
+        "2",
+        "Seconds to wait for the next request on a keep-alive connection (0: off). "
+        "sync and gthread workers close each connection after its response.",
+        ge=0,
+        le=3600,
+    )
+
+
 class _Gunicorn(BaseModel):
     timeout: int | None = _opt(
         "30",
         "Seconds a silent worker may take before it is killed and replaced (0: never).",
         ge=0,
         le=86400,
-    )
-    keepalive: int | None = _opt(
-        "2",
-        "Seconds to wait for the next request on a keep-alive connection (0: off).",
-        ge=0,
-        le=3600,
     )
     max_requests: int | None = _opt(
         "0", "Restart a worker after this many requests (0: never).", ge=0
@@ -219,21 +223,21 @@ class GthreadConfig(_Gunicorn, _Threads, _Workers, StrategyConfig):
     server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
 
 
-class GeventConfig(_Gunicorn, _Connections, _Workers, StrategyConfig):
+class GeventConfig(_Gunicorn, _Keepalive, _Connections, _Workers, StrategyConfig):
     """gunicorn with gevent workers: ``workers x worker_connections`` greenlets."""
 
     name: ClassVar[str] = "gevent"
     server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
 
 
-class EventletConfig(_Gunicorn, _Connections, _Workers, StrategyConfig):
+class EventletConfig(_Gunicorn, _Keepalive, _Connections, _Workers, StrategyConfig):
     """gunicorn with servekit's eventlet worker: ``workers x worker_connections``."""
 
     name: ClassVar[str] = "eventlet"
     server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
 
 
-class TornadoConfig(_Gunicorn, _Threads, _Workers, StrategyConfig):
+class TornadoConfig(_Gunicorn, _Keepalive, _Threads, _Workers, StrategyConfig):
     """gunicorn with servekit's tornado worker, the WSGI app on ``threads`` threads."""
 
     name: ClassVar[str] = "tornado"

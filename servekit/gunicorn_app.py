@@ -58,7 +58,9 @@ def gunicorn_settings(plan: Plan, fd: int | None = None) -> dict[str, Any]:
         "workers": getattr(cfg, "workers"),  # noqa: B009
         "timeout": getattr(cfg, "timeout"),  # noqa: B009
         "graceful_timeout": cfg.graceful_timeout,
-        "keepalive": getattr(cfg, "keepalive"),  # noqa: B009
+        # sync never keeps connections alive; gthread cannot once its connections are
+        # capped at its threads (see below), so both get 0 instead of a warning.
+        "keepalive": getattr(cfg, "keepalive", 0),
         "max_requests": getattr(cfg, "max_requests"),  # noqa: B009
         "max_requests_jitter": getattr(cfg, "max_requests_jitter"),  # noqa: B009
         "backlog": cfg.backlog,

@@ -20,10 +20,95 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 __all__ = ["RunningServer", "ServerStartError", "running"]
+
+
+class _Process(Protocol):
+    """What :class:`RunningServer` needs of a process: ``subprocess.Popen`` has it."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+class _Forked:
+    """A forked child serving an app object, with the ``Popen`` methods tests use."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+
+def _fork_server(
+    app: Any,
+    strategy: str | None,
+    options: dict[str, Any],
+    env: dict[str, str],
+    cwd: Any,
+    log_path: Path,
+) -> _Forked:
+    """Serve an app object in a forked child of its own session, logging to ``log_path``."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    pid = os.fork()
+    if pid:
+        os.close(log_fd)
+        return _Forked(pid)
+    code = 1
+    try:
+        os.setsid()
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        # The parent's sys streams may be a test runner's capture objects.
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
+        from servekit.run import serve
+
+        serve(app, strategy, **options)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
 
 _URL_CONSOLE = re.compile(r"\bserving\s.*?\burl=(\S+)")
 
@@ -52,7 +137,7 @@ class RunningServer:
     """A server started by :func:`running`."""
 
     url: str
-    process: subprocess.Popen[bytes]
+    process: _Process
     log_path: Path
     returncode: int | None = field(default=None)
 
@@ -88,9 +173,10 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 _kill_group(self.process.pid)
                 self.process.wait(10)
+        code = self.process.wait(10)
         _kill_group(self.process.pid)
-        self.returncode = self.process.returncode
-        return self.process.returncode
+        self.returncode = code
+        return code
 
 
 def _kill_group(pgid: int) -> None:
@@ -134,7 +220,7 @@ def _answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def running(
-    app: str,
+    app: Any,
     strategy: str | None = None,
     *,
     env: dict[str, str] | None = None,
@@ -146,7 +232,10 @@ def running(
     """Serve ``app`` in a subprocess on a free loopback port until the block ends.
 
     Args:
-        app: an import string (``"pkg.module:app"``), importable from ``cwd``.
+        app: an import string (``"pkg.module:app"``, importable from ``cwd``), served by
+            ``servekit run`` in a new process; or a WSGI callable, served by ``serve()``
+            in a forked child (so it must be importable-free state: no running threads
+            it depends on).
         strategy: the strategy name (``SERVEKIT_STRATEGY`` in ``env`` overrides it, as usual).
         env: extra environment variables for the server process.
         cwd: the server's working directory (the current one by default).
@@ -161,30 +250,34 @@ def running(
         ServerStartError: the server exited or did not answer in time (with its log).
     """
     options.setdefault("host", "127.0.0.1")
-    if "bind" not in options:
+    if "bind" in options:
+        options.pop("host")
+    else:
         options.setdefault("port", 0)
     options.setdefault("log_format", "json")
-    cmd = [sys.executable, "-m", "servekit", "run", app]
-    if strategy is not None:
-        cmd += ["--strategy", strategy]
-    if "bind" in options:
-        options.pop("host", None)
-    cmd += _flags(options)
-    child_env = dict(os.environ)
-    child_env.update(env or {})
-    child_env.setdefault("PYTHONUNBUFFERED", "1")
     directory = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="servekit-"))
     log_path = directory / "server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=child_env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+    process: _Process
+    if not isinstance(app, str):
+        process = _fork_server(app, strategy, options, env or {}, cwd, log_path)
+    else:
+        cmd = [sys.executable, "-m", "servekit", "run", app]
+        if strategy is not None:
+            cmd += ["--strategy", strategy]
+        cmd += _flags(options)
+        child_env = dict(os.environ)
+        child_env.update(env or {})
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                cmd,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
     server = RunningServer(url="", process=process, log_path=log_path)
     try:
         deadline = time.monotonic() + startup_timeout

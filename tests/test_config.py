@@ -174,6 +174,8 @@ class TestConflicts:
             ("processes", "threads", 2),
             ("dev", "timeout", 10),
             ("sync", "debug", True),
+            ("gthread", "keepalive", 5),
+            ("sync", "keepalive", 5),
         ],
     )
     def test_option_the_strategy_cannot_take(self, strategy: str, option: str, value: Any) -> None:

@@ -1,0 +1,166 @@
+"""Where users meet servekit: the pytest fixture, running() with app objects, `flask serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servekit.testing import _serving_url, running
+from tests.apps import slow
+from tests.conftest import ROOT, children_of, get
+
+pytestmark = pytest.mark.server
+
+FLASK_APP = """
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return "hello from flask"
+"""
+
+
+def test_fixture_serves_import_string(servekit_server: Any) -> None:
+    """The pytest plugin's factory fixture returns the URL of a running server."""
+    url = servekit_server("tests.apps.slow:app", strategy="gthread", workers=1, threads=2, cwd=ROOT)
+    assert get(url, "/") == (200, b"ok")
+    assert servekit_server.servers[0].url == url
+
+
+@pytest.mark.parametrize("strategy", ["threaded", "sync", "gevent"])
+def test_running_serves_app_object(strategy: str, tmp_path: Path) -> None:
+    """running() also takes a WSGI object (served by serve() in a forked child) and stops it."""
+    options: dict[str, Any] = {} if strategy == "threaded" else {"workers": 1}
+    with running(slow.app, strategy, log_dir=tmp_path, **options) as server:
+        assert get(server.url, "/") == (200, b"ok")
+        pid = server.pid
+        kids = children_of(pid)
+    assert server.returncode == 0
+    assert not Path(f"/proc/{pid}").exists()
+    for kid in kids:
+        assert not Path(f"/proc/{kid}").exists()
+
+
+def test_running_reports_startup_failure(tmp_path: Path) -> None:
+    """A server that cannot start raises with its log in the message."""
+    from servekit.testing import ServerStartError
+
+    with (
+        pytest.raises(ServerStartError, match="no attribute 'nope'"),
+        running("tests.apps.slow:nope", "dev", cwd=ROOT, log_dir=tmp_path),
+    ):
+        pass
+
+
+def _flask(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    (tmp_path / "hello_flask.py").write_text(FLASK_APP)
+    log = tmp_path / "flask.log"
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVEKIT_", "FLASK_"))}
+    child_env.update(env or {})
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "flask"), *args],
+            cwd=tmp_path,
+            env=child_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    url = None
+    while url is None and time.monotonic() < deadline and proc.poll() is None:
+        url = _serving_url(log.read_text(errors="replace"))
+        time.sleep(0.05)
+    if url is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(log.read_text())
+    return url, proc, log
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("strategy", ["gthread", "gevent", "dev"])
+def test_flask_serve_uses_flask_discovery(tmp_path: Path, strategy: str) -> None:
+    """`flask --app hello_flask serve --strategy S` serves the app Flask discovers."""
+    extra = [] if strategy == "dev" else ["--workers", "1"]
+    url, proc, log = _flask(
+        tmp_path,
+        "--app",
+        "hello_flask",
+        "serve",
+        "--strategy",
+        strategy,
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        *extra,
+    )
+    try:
+        assert get(url, "/") == (200, b"hello from flask")
+    finally:
+        assert _stop(proc) == 0
+    serving = next(json.loads(line) for line in log.read_text().splitlines() if '"serving"' in line)
+    assert serving["strategy"] == strategy
+
+
+def test_flask_serve_with_flask_app_env_and_servekit_env(tmp_path: Path) -> None:
+    """FLASK_APP finds the app; SERVEKIT_STRATEGY switches the server as everywhere."""
+    url, proc, log = _flask(
+        tmp_path,
+        "serve",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        env={"FLASK_APP": "hello_flask", "SERVEKIT_STRATEGY": "sync", "SERVEKIT_WORKERS": "1"},
+    )
+    try:
+        assert get(url, "/")[0] == 200
+    finally:
+        assert _stop(proc) == 0
+    assert '"strategy": "sync"' in log.read_text()
+
+
+def test_flask_serve_bad_option_exits_2(tmp_path: Path) -> None:
+    """A servekit mistake under `flask serve` is the same one-line exit 2."""
+    (tmp_path / "hello_flask.py").write_text(FLASK_APP)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "flask"),
+            "--app",
+            "hello_flask",
+            "serve",
+            "--strategy",
+            "gevent",
+            "--threads",
+            "2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "option 'threads'" in proc.stderr and "Traceback" not in proc.stderr
