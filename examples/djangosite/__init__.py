@@ -1,0 +1,1 @@
+"""A minimal Django project served by ``servekit run examples.djangosite.wsgi:application``."""
