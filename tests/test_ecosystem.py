@@ -164,3 +164,27 @@ def test_flask_serve_bad_option_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "option 'threads'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.parametrize("strategy", ["processes", "gthread", "eventlet", "tornado"])
+def test_running_leaves_no_process_behind(tmp_path: Path, strategy: str) -> None:
+    """After running() ends, nothing of the server's process group is left."""
+    with running("tests.apps.slow:app", strategy, workers=2, cwd=ROOT, log_dir=tmp_path) as server:
+        assert get(server.url, "/")[0] == 200
+        assert len(_group_members(server.pid)) >= 3 if strategy != "processes" else True
+    assert _group_members(server.pid) == []
+    assert server.returncode == 0
