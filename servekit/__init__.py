@@ -4,25 +4,33 @@
 ``threaded``, ``processes``) or an embedded gunicorn (``sync``, ``gthread``,
 ``gevent``, ``eventlet``, ``tornado``), configured from code, the command line and
 ``SERVEKIT_*`` environment variables.
+
+Names are imported on first use (PEP 562), so ``import servekit`` in an app's
+entrypoint costs almost nothing until ``serve()`` runs.
 """
 
 from __future__ import annotations
 
-from servekit.config import (
-    AutoConfig,
-    DevConfig,
-    EventletConfig,
-    GeventConfig,
-    GthreadConfig,
-    ProcessesConfig,
-    StrategyConfig,
-    SyncConfig,
-    ThreadedConfig,
-    TornadoConfig,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from servekit.errors import ConfigError, DevServerWarning
-from servekit.plan import Plan, Setting, resolve
-from servekit.run import serve
+
+if TYPE_CHECKING:
+    from servekit.config import (
+        AutoConfig,
+        DevConfig,
+        EventletConfig,
+        GeventConfig,
+        GthreadConfig,
+        ProcessesConfig,
+        StrategyConfig,
+        SyncConfig,
+        ThreadedConfig,
+        TornadoConfig,
+    )
+    from servekit.plan import Plan, Setting, resolve
+    from servekit.run import serve
 
 __version__ = "0.1.0"
 
@@ -45,3 +53,34 @@ __all__ = [
     "resolve",
     "serve",
 ]
+
+_LAZY = {
+    "AutoConfig": "servekit.config",
+    "DevConfig": "servekit.config",
+    "EventletConfig": "servekit.config",
+    "GeventConfig": "servekit.config",
+    "GthreadConfig": "servekit.config",
+    "ProcessesConfig": "servekit.config",
+    "StrategyConfig": "servekit.config",
+    "SyncConfig": "servekit.config",
+    "ThreadedConfig": "servekit.config",
+    "TornadoConfig": "servekit.config",
+    "Plan": "servekit.plan",
+    "Setting": "servekit.plan",
+    "resolve": "servekit.plan",
+    "serve": "servekit.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'servekit' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
