@@ -13,7 +13,7 @@ from servekit import __version__
 from servekit.errors import ConfigError
 from servekit.plan import ENV_PREFIX, Plan, all_options, resolve
 from servekit.reference import option_reference
-from servekit.run import fail, run_plan
+from servekit.run import fail, run_or_exit
 
 __all__ = ["build_parser", "main"]
 
@@ -141,16 +141,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             else:
                 print(render_explain(plan))
             return
-        from servekit.loading import check_app_spec
-
-        check_app_spec(args.app)
-        plan = resolve(args.app, args.strategy, source="cli", **_options(args))
-        status = run_plan(plan)
     except ConfigError as error:
         fail(error)
         return
-    if status:
-        raise SystemExit(status)
+
+    def make_plan() -> Plan:
+        from servekit.loading import check_app_spec
+
+        check_app_spec(args.app)
+        return resolve(args.app, args.strategy, source="cli", **_options(args))
+
+    run_or_exit(make_plan)
 
 
 if __name__ == "__main__":  # pragma: no cover

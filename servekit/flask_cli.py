@@ -17,9 +17,9 @@ import click
 from flask.cli import NoAppException, ScriptInfo, pass_script_info
 
 from servekit.errors import ConfigError
-from servekit.plan import resolve
+from servekit.plan import Plan, resolve
 from servekit.reference import option_reference
-from servekit.run import fail, run_plan
+from servekit.run import run_or_exit
 
 __all__ = ["discovered_app", "serve_command"]
 
@@ -40,9 +40,9 @@ def _with_servekit_options(command: Callable[..., Any]) -> Callable[..., Any]:
         else:
             option = click.option(f"--{dashed}", row["name"], default=None, help=text)
         command = option(command)
-    return click.option("--strategy", "-s", default=None, help="How to serve [env SERVEKIT_STRATEGY].")(
-        command
-    )
+    return click.option(
+        "--strategy", "-s", default=None, help="How to serve [env SERVEKIT_STRATEGY]."
+    )(command)
 
 
 @click.command("serve", help="Serve the app with servekit (werkzeug or an embedded gunicorn).")
@@ -53,7 +53,8 @@ def serve_command(info: ScriptInfo, /, strategy: str | None, **options: Any) -> 
     given = {name: value for name, value in options.items() if value is not None}
     if info.app_import_path:
         os.environ["FLASK_APP"] = info.app_import_path  # workers rediscover the same app
-    try:
+
+    def make_plan() -> Plan:
         plan = resolve(_FACTORY, strategy, source="cli", **given)
         if plan.server == "werkzeug":
             try:
@@ -62,9 +63,6 @@ def serve_command(info: ScriptInfo, /, strategy: str | None, **options: Any) -> 
                 msg = f"app: {exc}"
                 raise ConfigError(msg, option="app") from None
             plan = dataclasses.replace(plan, app=app)
-        status = run_plan(plan)
-    except ConfigError as error:
-        fail(error)
-        return
-    if status:
-        raise SystemExit(status)
+        return plan
+
+    run_or_exit(make_plan)

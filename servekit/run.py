@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from servekit.config import StrategyConfig
@@ -11,7 +12,7 @@ from servekit.errors import ConfigError
 from servekit.logs import configure, get_logger
 from servekit.plan import Plan, resolve
 
-__all__ = ["announce", "run_plan", "serve"]
+__all__ = ["announce", "fail", "run_or_exit", "run_plan", "serve"]
 
 
 def announce(plan: Plan, port: int | None = None) -> None:
@@ -51,6 +52,21 @@ def fail(error: ConfigError) -> None:
     raise SystemExit(2)
 
 
+def run_or_exit(make_plan: Callable[[], Plan]) -> None:
+    """Build a plan and serve it, as an entry point: user errors print one line and exit 2.
+
+    Raises:
+        SystemExit: status 2 for a :class:`ConfigError`, or the server's non-zero status.
+    """
+    try:
+        status = run_plan(make_plan())
+    except ConfigError as error:
+        fail(error)
+        return
+    if status != 0:
+        raise SystemExit(status)
+
+
 def serve(app: Any, strategy: str | StrategyConfig | None = None, **options: Any) -> None:
     """Serve a WSGI app until SIGTERM or SIGINT, then drain requests in flight.
 
@@ -65,11 +81,4 @@ def serve(app: Any, strategy: str | StrategyConfig | None = None, **options: Any
     Returns after a clean shutdown. A configuration error prints one line naming
     the option (and the environment variable it came from) and exits with status 2.
     """
-    try:
-        plan = resolve(app, strategy, **options)
-        status = run_plan(plan)
-    except ConfigError as error:
-        fail(error)
-        return
-    if status != 0:
-        raise SystemExit(status)
+    run_or_exit(lambda: resolve(app, strategy, **options))

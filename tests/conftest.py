@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -119,3 +120,62 @@ def children_of(pid: int) -> list[int]:
                 if ppid == pid:
                     out.append(int(entry.name))
     return out
+
+
+def start_logged(
+    cmd: list[str], log: Path, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start ``cmd`` in its own session, log to ``log``; return the URL of its serving event.
+
+    The environment is this process's without SERVEKIT_*/FLASK_* variables, plus ``env``.
+    """
+    from servekit.testing import _serving_url
+
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVEKIT_", "FLASK_"))}
+    child_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=child_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        url = _serving_url(log.read_text(errors="replace"))
+        if url:
+            return url, proc
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    raise AssertionError(log.read_text())
+
+
+def stop_logged(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Send ``sig``, wait for the exit status, then kill anything left of the session."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def assert_drains(server: RunningServer, sig: int) -> None:
+    """Signal ``server`` during a 1.5 s request: the request gets its full 200, exit status 0."""
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        result["reply"] = get(server.url, "/sleep?s=1.5")
+
+    client = threading.Thread(target=slow)
+    client.start()
+    time.sleep(0.4)
+    code = server.stop(sig)
+    client.join(10)
+    assert result["reply"][0] == 200
+    assert result["reply"][1].startswith(b"slept 1.5")
+    assert code == 0

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from servekit.testing import _serving_url, running
+from servekit.testing import running
 from tests.apps import slow
-from tests.conftest import ROOT, children_of, get
+from tests.conftest import ROOT, children_of, get, start_logged, stop_logged
 
 pytestmark = pytest.mark.server
 
@@ -69,35 +65,10 @@ def _flask(
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
     (tmp_path / "hello_flask.py").write_text(FLASK_APP)
     log = tmp_path / "flask.log"
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVEKIT_", "FLASK_"))}
-    child_env.update(env or {})
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "flask"), *args],
-            cwd=tmp_path,
-            env=child_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 30
-    url = None
-    while url is None and time.monotonic() < deadline and proc.poll() is None:
-        url = _serving_url(log.read_text(errors="replace"))
-        time.sleep(0.05)
-    if url is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(log.read_text())
+    url, proc = start_logged(
+        [str(Path(sys.executable).parent / "flask"), *args], log, tmp_path, env
+    )
     return url, proc, log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("strategy", ["gthread", "gevent", "dev"])
@@ -120,7 +91,7 @@ def test_flask_serve_uses_flask_discovery(tmp_path: Path, strategy: str) -> None
     try:
         assert get(url, "/") == (200, b"hello from flask")
     finally:
-        assert _stop(proc) == 0
+        assert stop_logged(proc) == 0
     serving = next(json.loads(line) for line in log.read_text().splitlines() if '"serving"' in line)
     assert serving["strategy"] == strategy
 
@@ -139,7 +110,7 @@ def test_flask_serve_with_flask_app_env_and_servekit_env(tmp_path: Path) -> None
     try:
         assert get(url, "/")[0] == 200
     finally:
-        assert _stop(proc) == 0
+        assert stop_logged(proc) == 0
     assert '"strategy": "sync"' in log.read_text()
 
 

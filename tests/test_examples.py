@@ -7,10 +7,8 @@ import math
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,8 @@ import pytest
 import yaml
 
 from servekit.sizing import usable_cpus
-from servekit.testing import _serving_url, running
-from tests.conftest import ROOT, children_of, get, run_cli
+from servekit.testing import running
+from tests.conftest import ROOT, children_of, get, run_cli, start_logged, stop_logged
 
 EXAMPLES = ROOT / "examples"
 
@@ -47,25 +45,8 @@ def test_django_example(tmp_path: Path) -> None:
 
 
 def _entrypoint(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SERVEKIT_")}
-    child_env.update({"SERVEKIT_PORT": "0", "SERVEKIT_LOG_FORMAT": "json", **env})
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "flask_app.py")],
-            cwd=ROOT,
-            env=child_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        url = _serving_url(log.read_text(errors="replace"))
-        if url:
-            return url, proc
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(log.read_text())
+    env = {"SERVEKIT_PORT": "0", "SERVEKIT_LOG_FORMAT": "json", **env}
+    return start_logged([sys.executable, str(EXAMPLES / "flask_app.py")], log, ROOT, env)
 
 
 @pytest.mark.server
@@ -84,8 +65,7 @@ def test_flask_entrypoint_switched_by_env(
         assert get(url, "/healthz")[0] == 200
         workers = len(children_of(proc.pid))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+        code = stop_logged(proc)
     assert code == 0
     serving = next(json.loads(x) for x in log.read_text().splitlines() if '"serving"' in x)
     assert serving["strategy"] == strategy

@@ -7,14 +7,22 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, burst, children_of, get, run_cli
+from tests.conftest import (
+    ROOT,
+    assert_drains,
+    burst,
+    children_of,
+    get,
+    run_cli,
+    start_logged,
+    stop_logged,
+)
 
 pytestmark = pytest.mark.server
 
@@ -55,19 +63,7 @@ def test_burst_of_twice_capacity_takes_two_rounds(serve_app: Any, strategy: str)
 def test_signal_drains_request_in_flight(serve_app: Any, strategy: str, sig: int) -> None:
     """SIGTERM/SIGINT during a 1.5 s request: 200 with the full body, exit status 0."""
     server = serve_app(strategy=strategy, **SMALL[strategy])
-    result: dict[str, Any] = {}
-
-    def slow() -> None:
-        result["reply"] = get(server.url, "/sleep?s=1.5")
-
-    client = threading.Thread(target=slow)
-    client.start()
-    time.sleep(0.4)
-    code = server.stop(sig)
-    client.join(10)
-    assert result["reply"][0] == 200
-    assert result["reply"][1].startswith(b"slept 1.5")
-    assert code == 0
+    assert_drains(server, sig)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -178,70 +174,41 @@ def test_access_log_on(serve_app: Any, strategy: str) -> None:
 
 
 def _script(
-    strategy: str, marker: Path, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVEKIT_")}
-    env.update(
-        {"SERVEKIT_STRATEGY": strategy, "AFTER_SERVE_MARKER": str(marker), "PYTHONUNBUFFERED": "1"}
-    )
+    strategy: str, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    """Run tests/apps/script.py (serve(app) then code after it) with SERVEKIT_STRATEGY."""
+    log = tmp_path / "script.log"
+    env = {"SERVEKIT_STRATEGY": strategy, "AFTER_SERVE_MARKER": str(tmp_path / "after.txt")}
     env.update(extra_env or {})
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "apps" / "script.py")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    url, proc = start_logged(
+        [sys.executable, str(ROOT / "tests" / "apps" / "script.py")], log, env=env
     )
-
-
-def _wait_serving(proc: subprocess.Popen[str]) -> tuple[str, list[str]]:
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if '"serving"' in line:
-            return json.loads(line)["url"], lines
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError("".join(lines))
+    return url, proc, log
 
 
 @pytest.mark.parametrize("strategy", ["sync", "gevent", "threaded"])
 def test_code_after_serve_runs_once_in_main_process(tmp_path: Path, strategy: str) -> None:
     """The code after serve() in a script runs once, in the main process, never in workers."""
-    marker = tmp_path / "after.txt"
-    proc = _script(strategy, marker, {"SERVEKIT_WORKERS": "2"} if strategy != "threaded" else None)
+    extra = {"SERVEKIT_WORKERS": "2"} if strategy != "threaded" else None
+    url, proc, _ = _script(strategy, tmp_path, extra)
     try:
-        url, _ = _wait_serving(proc)
         assert get(url, "/")[0] == 200
         workers = children_of(proc.pid)
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    assert proc.returncode == 0
-    assert marker.read_text().split() == [str(proc.pid)]
+        code = stop_logged(proc)
+    assert code == 0
+    assert (tmp_path / "after.txt").read_text().split() == [str(proc.pid)]
     assert strategy == "threaded" or len(workers) == 2
 
 
 def test_app_object_under_gevent_warns_and_serves(tmp_path: Path) -> None:
     """An app object with gevent logs the import-order warning, and still serves."""
-    proc = _script("gevent", tmp_path / "after.txt", {"SERVEKIT_WORKERS": "1"})
+    url, proc, log = _script("gevent", tmp_path, {"SERVEKIT_WORKERS": "1"})
     try:
-        url, lines = _wait_serving(proc)
         assert get(url, "/")[0] == 200
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = "".join(lines)
+        stop_logged(proc)
+    text = log.read_text()
     assert "imported before gevent monkey-patches" in text
     assert "import string" in text
 

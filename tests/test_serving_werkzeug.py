@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import burst, get
+from tests.conftest import assert_drains, burst, get
 
 pytestmark = pytest.mark.server
 
@@ -39,19 +39,7 @@ def test_threaded_and_processes_serve_at_once(
 def test_signal_drains_request_in_flight(serve_app: Any, strategy: str, sig: int) -> None:
     """SIGTERM/SIGINT during a 1.5 s request: it completes with 200, then exit 0."""
     server = serve_app(strategy=strategy)
-    result: dict[str, Any] = {}
-
-    def slow() -> None:
-        result["reply"] = get(server.url, "/sleep?s=1.5")
-
-    client = threading.Thread(target=slow)
-    client.start()
-    time.sleep(0.4)
-    code = server.stop(sig)
-    client.join(10)
-    assert result["reply"][0] == 200
-    assert result["reply"][1].startswith(b"slept 1.5")
-    assert code == 0
+    assert_drains(server, sig)
     assert any(e.get("event") == "stopped" for e in server.events())
 
 
