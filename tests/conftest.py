@@ -164,8 +164,12 @@ def stop_logged(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def assert_drains(server: RunningServer, sig: int) -> None:
-    """Signal ``server`` during a 1.5 s request: the request gets its full 200, exit status 0."""
+def assert_drains(server: RunningServer, sig: int, whole_group: bool = False) -> None:
+    """Signal ``server`` during a 1.5 s request: the request gets its full 200, exit status 0.
+
+    ``whole_group`` sends the signal to every process of the server, as Ctrl+C in a
+    terminal does, instead of to the main process only.
+    """
     result: dict[str, Any] = {}
 
     def slow() -> None:
@@ -174,6 +178,9 @@ def assert_drains(server: RunningServer, sig: int) -> None:
     client = threading.Thread(target=slow)
     client.start()
     time.sleep(0.4)
+    if whole_group:
+        os.killpg(server.pid, sig)
+        server.process.wait(30)
     code = server.stop(sig)
     client.join(10)
     assert result["reply"][0] == 200

@@ -67,6 +67,13 @@ def test_signal_drains_request_in_flight(serve_app: Any, strategy: str, sig: int
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
+def test_ctrl_c_to_every_process_drains(serve_app: Any, strategy: str) -> None:
+    """SIGINT to the whole process group (Ctrl+C in a terminal) drains like SIGTERM."""
+    server = serve_app(strategy=strategy, **SMALL[strategy])
+    assert_drains(server, signal.SIGINT, whole_group=True)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_killed_worker_is_replaced(serve_app: Any, strategy: str) -> None:
     """SIGKILL one worker: within a few seconds requests succeed again from a new worker."""
     server = serve_app(strategy=strategy, **SMALL[strategy])

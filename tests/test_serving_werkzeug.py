@@ -117,3 +117,10 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"{answer}"]
 """
+
+
+@pytest.mark.parametrize("strategy", ["dev", "threaded", "processes"])
+def test_ctrl_c_to_every_process_drains(serve_app: Any, strategy: str) -> None:
+    """SIGINT to the whole process group (Ctrl+C) lets the request in flight finish."""
+    server = serve_app(strategy=strategy)
+    assert_drains(server, signal.SIGINT, whole_group=True)
