@@ -131,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "explain":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                plan = resolve(args.app, args.strategy, source="cli", **_options(args))
+                plan = resolve(
+                    args.app, args.strategy, source="cli", enforce_guard=False, **_options(args)
+                )
             if plan.app is not None:
                 from servekit.loading import check_app_spec
 

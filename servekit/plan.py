@@ -248,6 +248,7 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     source: str = "code",
     cpus: int | None = None,
+    enforce_guard: bool = True,
     **options: Any,
 ) -> Plan:
     """Resolve a config without serving it.
@@ -258,6 +259,8 @@ def resolve(
         environ: the environment to read (``os.environ`` when ``None``).
         source: how to label the given options: ``"code"`` or ``"cli"``.
         cpus: usable CPUs (detected when ``None``; for tests).
+        enforce_guard: raise when ``guard=error`` refuses the dev server in production
+            (``explain`` passes ``False`` and reports the refusal as a warning).
         **options: options by name; ``None`` means "not given".
 
     Returns:
@@ -420,7 +423,9 @@ def resolve(
             )
             if config.guard == "error":
                 msg = f"refusing to start: {text} (guard=error, {describe_source('guard', sources['guard'], 'error')})"
-                raise ConfigError(msg, option="guard", source=sources["guard"])
+                if enforce_guard:
+                    raise ConfigError(msg, option="guard", source=sources["guard"])
+                text = msg
             warnings.append(text)
             _warnings.warn(text, DevServerWarning, stacklevel=2)
     if config.reload and env == "production":

@@ -243,3 +243,12 @@ def test_version_and_help() -> None:
     assert run_cli("--version").stdout.startswith("servekit ")
     text = run_cli("run", "--help").stdout
     assert "--worker-connections" in text and "SERVEKIT_WORKERS" in text
+
+
+def test_explain_reports_guard_refusal_without_failing() -> None:
+    """explain with guard=error shows the refusal as a warning (exit 0); run refuses (exit 2)."""
+    env = {"SERVEKIT_ENV": "production", "SERVEKIT_GUARD": "error"}
+    proc = run_cli("explain", "--strategy", "dev", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["warnings"][0].startswith("refusing to start")
+    assert run_cli("run", "tests.apps.slow:app", "--strategy", "dev", env=env).returncode == 2
