@@ -123,10 +123,25 @@ def render_explain(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _reject_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit 2 naming the first unknown argument, with the closest flag if there is one."""
+    import difflib
+
+    word = unknown[0]
+    flags = ["--strategy", "--json", *(f"--{n.replace('_', '-')}" for n in all_options())]
+    flags += [f"--no-{n.replace('_', '-')}" for n in all_options()]
+    close = difflib.get_close_matches(word.split("=")[0], flags, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    kind = "option" if word.startswith("-") else "argument"
+    parser.exit(2, f"servekit: error: unknown {kind} {word!r}{hint}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``servekit`` command line (exit status 2 on user errors)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _reject_unknown(parser, unknown)
     try:
         if args.command == "explain":
             with warnings.catch_warnings():
