@@ -23,8 +23,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# About 15 minutes; writes BENCHMARKS.md and benchmarks/results/. Needs wrk for real numbers
+# (apt-get install -y wrk); without it a slower Python load generator is used.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install -y wrk); using the Python load generator"
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
