@@ -12,12 +12,16 @@ What this module guards against (see DESIGN §4):
 * a forked worker leaves through ``sys.exit``; unwinding would run the code after
   ``serve()`` in every worker. Workers end with ``os._exit`` instead.
 * SIGINT drains like SIGTERM (gunicorn's SIGINT is a quick shutdown).
+* a graceful stop loses no queued connection: the master closes the listeners'
+  gate and tells the workers (servekit.workers.drain), which serve what the
+  kernel had queued before they exit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -29,7 +33,8 @@ from gunicorn.errors import AppImportError
 from servekit.errors import ConfigError
 from servekit.gunicorn_log import GunicornLogger
 from servekit.loading import load_app
-from servekit.sockets import bind_listener
+from servekit.sockets import bind_listener, close_gate
+from servekit.workers import drain
 
 if TYPE_CHECKING:
     from servekit.plan import Plan
@@ -186,10 +191,28 @@ class _BootReport:
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
         self.done = False
+        #: the arbiter, whose copy in a worker holds the signals it got while booting
+        self.arbiter: Any = None
 
     def worker_booted(self, worker: Any) -> None:
-        """``post_worker_init`` hook: report the boot and make SIGINT drain like SIGTERM."""
+        """``post_worker_init`` hook: report the boot and make SIGINT drain like SIGTERM.
+
+        Also act on a stop the worker was told while it booted: until gunicorn installs
+        the worker's handlers, a signal runs the master's handler inherited with the
+        fork, which only queues it in the worker's copy of the master's signal queue.
+        A worker spawned just before SIGTERM would otherwise never notice, serve on,
+        and hold the shutdown until graceful_timeout ends with a SIGKILL.
+        """
         signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+        if self.arbiter is not None:
+            missed = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    missed.append(self.arbiter.SIG_QUEUE.get_nowait())
+            if signal.SIGQUIT in missed:
+                worker.handle_quit(signal.SIGQUIT, None)
+            elif signal.SIGTERM in missed or signal.SIGINT in missed:
+                worker.handle_exit(signal.SIGTERM, None)
         # OSError: the master already announced and stopped reading.
         with contextlib.suppress(OSError):
             os.write(self.write_fd, b"1")
@@ -222,6 +245,16 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
 
     def handle_int(self) -> None:
         self.handle_term()
+
+    def stop(self, graceful: bool = True) -> None:
+        if graceful:
+            # Before gunicorn closes the master's listeners and sends SIGTERM: new
+            # connections are no longer answered, and the workers, told the whole
+            # server stops, serve what is queued instead of leaving it to be reset.
+            drain.announce_stop()
+            for listener in self.LISTENERS:
+                close_gate(listener)
+        super().stop(graceful)
 
     def spawn_worker(self) -> Any:
         master = os.getpid()
@@ -257,8 +290,10 @@ def serve_gunicorn(plan: Plan) -> int:
     report = _BootReport()
     app.cfg.set("post_worker_init", report.worker_booted)
     listener.detach()  # gunicorn owns (and closes) the descriptor from here on
+    drain.prepare()
     arbiter = _Arbiter(app)
     arbiter.boot_report = report
+    report.arbiter = arbiter
     arbiter.on_first_boot = lambda: announce(plan, port)
     try:
         arbiter.run()

@@ -9,18 +9,24 @@ werkzeug's ``sys.exit(1)`` or gunicorn's five retries.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import select
 import socket
 import stat
-from typing import TYPE_CHECKING
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from servekit.errors import ConfigError
 
 if TYPE_CHECKING:
     from servekit.plan import Plan
 
-__all__ = ["bind_listener"]
+__all__ = ["BacklogWatch", "bind_listener", "close_gate", "has_queued"]
 
 UNIX_SOCKET_MODE = 0o660
 
@@ -111,3 +117,115 @@ def bind_listener(plan: Plan) -> socket.socket:
     sock.listen(2048 if backlog is None else backlog)
     sock.set_inheritable(True)
     return sock
+
+
+# -- closing the gate at shutdown ----------------------------------------------------
+#
+# Draining a listener means serving what the kernel already queued, then closing it.
+# While clients keep connecting, the queue refills as fast as it is drained, and the
+# connections still queued at close() are reset *after* their clients sent a request:
+# lost requests. Shrinking the backlog (listen(0)) does not help either: a full queue
+# makes Linux drop the last ACK of a handshake the client already considers complete.
+# A socket filter that drops bare SYNs closes the gate without that hole: handshakes
+# under way complete and queue, new ones are not answered (the client retransmits its
+# SYN and, once the listener is closed, is refused: honest and retryable).
+
+SO_ATTACH_FILTER = 26  # Linux; not exported by the socket module
+# Classic BPF, run on the TCP header of each segment the listener receives:
+#   ldb [13]            TCP flags
+#   and #0x12           SYN | ACK
+#   jeq #0x02, 0, 1     a bare SYN (a new connection)?
+#   ret #0              yes: drop it
+#   ret #0xffffffff     no: let it through (handshake ACKs, data)
+_SYN_DROP = (
+    (0x30, 0, 0, 13),
+    (0x54, 0, 0, 0x12),
+    (0x15, 0, 1, 0x02),
+    (0x06, 0, 0, 0),
+    (0x06, 0, 0, 0xFFFFFFFF),
+)
+#: how long a gated queue must stay empty before the listener may close: time for
+#: handshakes still under way (their final ACK passes the gate) to land in the queue
+GATE_SETTLE_SECONDS = 0.05
+
+
+def _attach_syn_drop(sock: Any) -> None:
+    code = b"".join(struct.pack("HBBI", *op) for op in _SYN_DROP)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = struct.pack("@HP", len(_SYN_DROP), ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+
+
+def close_gate(sock: Any) -> bool:
+    """Stop a listening socket from taking new connections, keeping the queued ones.
+
+    The socket stays open and its accept queue intact, so what was queued can still
+    be accepted and served. Every process sharing the socket is affected: call it
+    only when the whole server stops.
+
+    Args:
+        sock: a listening socket (anything with ``family``, ``setsockopt``, ``listen``).
+
+    Returns:
+        True when new TCP connections are no longer answered (Linux); False when only
+        the backlog could be shrunk (unix sockets, other systems), which narrows
+        rather than closes the window in which a connection can queue behind the drain.
+    """
+    family = getattr(sock, "family", None)
+    if family in (socket.AF_INET, socket.AF_INET6) and sys.platform.startswith("linux"):
+        try:
+            _attach_syn_drop(sock)
+        except OSError:
+            pass
+        else:
+            return True
+    with contextlib.suppress(OSError):
+        sock.listen(0)
+    return False
+
+
+def has_queued(sock: Any) -> bool:
+    """Whether a listening socket has a connection waiting to be accepted."""
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed, or a descriptor select() cannot take
+        return False
+    return bool(ready)
+
+
+class BacklogWatch:
+    """Follows gated listeners until their accept queues are drained for good.
+
+    A queue counts as drained once it has stayed empty for ``settle`` seconds
+    (:data:`GATE_SETTLE_SECONDS`), or when ``deadline`` (a ``time.monotonic()``
+    value) has passed.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[Any],
+        deadline: float,
+        settle: float = GATE_SETTLE_SECONDS,
+    ) -> None:
+        self.listeners = list(listeners)
+        self.deadline = deadline
+        self.settle = settle
+        self._empty_since: float | None = None
+
+    def poll(self) -> list[Any] | None:
+        """The listeners with a connection queued now; ``None`` once drained or out of time.
+
+        An empty list means "nothing queued yet, but not settled": look again shortly.
+        """
+        now = time.monotonic()
+        if now >= self.deadline:
+            return None
+        ready = [sock for sock in self.listeners if has_queued(sock)]
+        if ready:
+            self._empty_since = None
+            return ready
+        if self._empty_since is None:
+            self._empty_since = now
+        if now - self._empty_since >= self.settle:
+            return None
+        return []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import socket
 import socketserver
@@ -23,12 +22,14 @@ from werkzeug.serving import (
 
 from servekit.loading import load_app
 from servekit.logs import get_logger
-from servekit.sockets import bind_listener
+from servekit.sockets import BacklogWatch, bind_listener, close_gate
 
 if TYPE_CHECKING:
     from servekit.plan import Plan
 
 __all__ = ["serve_werkzeug"]
+
+_IDLE_POLL_SECONDS = 0.01
 
 
 class _Handler(WSGIRequestHandler):
@@ -92,19 +93,18 @@ class _Draining:
     def drain(self, deadline: float) -> int:
         """Serve the queued connections, wait for requests in flight; return how many were cut off.
 
-        A smaller listen backlog first makes the kernel drop (rather than queue)
-        new connection attempts, which then meet a closed port: refused, retryable.
+        The listener's gate closes first (:func:`~servekit.sockets.close_gate`): new
+        connection attempts are not answered, and meet a closed port once the server
+        is gone (refused, retryable), while handshakes already under way still queue.
+        Then every queued connection is served, until the queue stays empty.
         """
-        with contextlib.suppress(OSError):
-            self.socket.listen(0)
-        while time.monotonic() < deadline:
-            try:
-                ready, _, _ = select.select([self.socket], [], [], 0)
-            except (OSError, ValueError):
-                break
-            if not ready:
-                break
-            self._handle_request_noblock()
+        close_gate(self.socket)
+        watch = BacklogWatch([self.socket], deadline)
+        while (ready := watch.poll()) is not None:
+            if ready:
+                self._handle_request_noblock()
+            else:
+                time.sleep(_IDLE_POLL_SECONDS)
         while self.requests_in_flight() and time.monotonic() < deadline:
             time.sleep(0.02)
         left = self.requests_in_flight()

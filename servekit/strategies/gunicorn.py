@@ -64,22 +64,23 @@ class _Gunicorn(Strategy):
 
 
 class Sync(_Gunicorn):
-    """gunicorn's sync worker: one request at a time per process."""
+    """servekit's sync worker (gunicorn's, plus the backlog drain): one request at a time."""
 
     name: ClassVar[str] = "sync"
     config: ClassVar[type[StrategyConfig]] = SyncConfig
-    worker_class: ClassVar[str | None] = "sync"
+    worker_class: ClassVar[str | None] = "servekit.workers.sync.SyncWorker"
 
     def defaults(self, cpus: int) -> dict[str, Any]:
         return {"workers": 2 * cpus + 1}
 
 
 class Gthread(_Gunicorn):
-    """gunicorn's threaded worker; its connection limit is set to ``threads`` (see README)."""
+    """servekit's threaded worker (gunicorn's, plus the backlog drain); its connection
+    limit is set to ``threads`` (see README)."""
 
     name: ClassVar[str] = "gthread"
     config: ClassVar[type[StrategyConfig]] = GthreadConfig
-    worker_class: ClassVar[str | None] = "gthread"
+    worker_class: ClassVar[str | None] = "servekit.workers.gthread.ThreadWorker"
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
     def defaults(self, cpus: int) -> dict[str, Any]:
@@ -110,11 +111,11 @@ class _Cooperative(_Gunicorn):
 
 
 class Gevent(_Cooperative):
-    """gunicorn's gevent worker."""
+    """servekit's gevent worker (gunicorn's, plus the backlog drain)."""
 
     name: ClassVar[str] = "gevent"
     config: ClassVar[type[StrategyConfig]] = GeventConfig
-    worker_class: ClassVar[str | None] = "gevent"
+    worker_class: ClassVar[str | None] = "servekit.workers.gevent.GeventWorker"
     requires: ClassVar[tuple[tuple[str, str], ...]] = (
         ("gevent", "gevent"),
         ("packaging", "gevent"),

@@ -20,6 +20,9 @@ from gunicorn import util
 from gunicorn.sock import ssl_context
 from gunicorn.workers.base_async import AsyncWorker
 
+from servekit.sockets import BacklogWatch
+from servekit.workers.drain import drain_deadline, server_stopping
+
 if TYPE_CHECKING:
     import ssl
     from types import FrameType
@@ -114,6 +117,7 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
         self._reopen_logs = False
         self._ssl_context: ssl.SSLContext | None = None
         self._wsgi_local: Any = None
+        self._stop_signalled_at: float | None = None
 
     # -- process setup -------------------------------------------------------
 
@@ -150,6 +154,12 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
     # hub itself, where switching is forbidden. They only set flags; the
     # wake-up pipe gunicorn registers with signal.set_wakeup_fd() then rouses
     # the main green thread, which acts on them.
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM (and SIGINT under servekit): stop accepting, drain, finish."""
+        if self._stop_signalled_at is None:
+            self._stop_signalled_at = time.monotonic()
+        super().handle_exit(sig, frame)
 
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
         """Ask the main green thread to exit without waiting for requests."""
@@ -291,10 +301,16 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
         """Serve the connections queued on the listener when shutdown began.
 
         Their clients may have sent a request already; closing the listener
-        with them still queued would reset those connections. Waiting for a
-        free slot is bounded by the graceful timeout, when the main green
-        thread kills this one.
+        with them still queued would reset those connections. When servekit's
+        master stops the whole server it has closed the listener's gate, so the
+        queue only shrinks: accept until it stays empty. Otherwise (this worker
+        alone is stopping, or plain gunicorn runs it) take what is queued now.
+        Waiting for a free slot is bounded by the graceful timeout, when the
+        main green thread kills this one.
         """
+        if server_stopping():
+            self._drain_gated(listener, address, sock, pool)
+            return
         # gunicorn reads the accept queue length from TCP_INFO on Linux and
         # returns 0 or -1 when it cannot tell; then just try a pool's worth.
         queued = getattr(listener, "get_backlog", lambda: -1)() or -1
@@ -307,6 +323,30 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
                 client, addr = sock.accept()
             except TimeoutError:
                 break
+            except OSError as exc:
+                if exc.errno in _RETRY_ACCEPT_ERRNOS:
+                    continue
+                break
+            pool.spawn_n(self._serve, address, client, addr)
+
+    def _drain_gated(
+        self, listener: Any, address: _ListenerAddress, sock: GreenSocket, pool: GreenPool
+    ) -> None:
+        """Accept from a gated listener whenever a slot is free, until its queue stays empty."""
+        import eventlet
+
+        watch = BacklogWatch([listener], drain_deadline(self.cfg, self._stop_signalled_at))
+        sock.settimeout(_DRAIN_WAIT)
+        while (ready := watch.poll()) is not None:
+            if not ready:
+                eventlet.sleep(_DRAIN_WAIT)
+                continue
+            with pool.sem:
+                pass
+            try:
+                client, addr = sock.accept()
+            except TimeoutError:
+                continue  # a sibling took it
             except OSError as exc:
                 if exc.errno in _RETRY_ACCEPT_ERRNOS:
                     continue

@@ -25,6 +25,9 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.wsgi import WSGIContainer
 
+from servekit.sockets import BacklogWatch
+from servekit.workers.drain import drain_deadline, server_stopping
+
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
@@ -40,6 +43,7 @@ _FIRST_REQUEST_GRACE_SECONDS = 2.0
 _CLOSE_TIMEOUT_SECONDS = 2.0
 _ACCEPT_BATCH = 128
 _ACCEPT_RETRY_SECONDS = 0.5
+_GATE_POLL_SECONDS = 0.01
 
 _NEW, _IDLE, _BUSY = 0, 1, 2
 
@@ -372,6 +376,10 @@ class _DrainingHTTPServer(HTTPServer):
                 io_loop.update_handler(fd, 0)
             io_loop.call_later(seconds, self.update_accepting)
 
+    def listening_sockets(self) -> list[Any]:
+        """The listeners this server accepts from."""
+        return list(self._listeners.values())
+
     def stop_listening(self, backlog: int) -> None:
         """Close the listeners, first taking up to ``backlog`` connections queued on each."""
         io_loop = IOLoop.current()
@@ -414,6 +422,13 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
     """Gunicorn tornado worker: threaded WSGI, graceful drain, gunicorn access log."""
 
     _shutdown: asyncio.Event
+    _stop_signalled_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM (and SIGINT under servekit): drain, then finish what is in flight."""
+        if self._stop_signalled_at is None:
+            self._stop_signalled_at = time.monotonic()
+        super().handle_exit(sig, frame)
 
     def run(self) -> None:
         """Serve until told to stop, then drain in-flight requests and exit."""
@@ -479,6 +494,14 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
         """Stop listening, finish in-flight requests; return True if time ran out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(self.cfg.graceful_timeout)
+        if server_stopping():
+            # servekit's master closed the listeners' gate: the queue only shrinks.
+            # Keep accepting (while threads are free) until it stays empty.
+            watch = BacklogWatch(
+                server.listening_sockets(), drain_deadline(self.cfg, self._stop_signalled_at)
+            )
+            while watch.poll() is not None:
+                await asyncio.sleep(_GATE_POLL_SECONDS)
         server.stop_listening(max(0, int(self.cfg.backlog)))
         self.server_alive = False
         # Read per request head by tornado, so requests that arrive on open
