@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -186,3 +190,271 @@ def assert_drains(server: RunningServer, sig: int, whole_group: bool = False) ->
     assert result["reply"][0] == 200
     assert result["reply"][1].startswith(b"slept 1.5")
     assert code == 0
+
+
+# -- the reliability suite: its markers, the --heavy flag, a load generator ----------------
+
+#: set to 1 to run the heavy reliability tests (soak, large fuzz runs) without --heavy; not
+#: SERVEKIT_*, which servekit would reject as an unknown option in a server's environment
+HEAVY_ENV = "RELIABILITY_HEAVY"
+#: a file to which each load run's numbers are appended as one JSON line
+REPORT_ENV = "RELIABILITY_REPORT"
+_LOAD_ROWS: list[dict[str, Any]] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--heavy",
+        action="store_true",
+        default=False,
+        help=f"also run the heavy reliability tests (soak, large fuzz runs); or {HEAVY_ENV}=1",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "reliability: fault, load and abuse tests of real servers (tests/test_reliability_*)",
+    )
+    config.addinivalue_line(
+        "markers", f"heavy: long reliability runs, skipped unless --heavy or {HEAVY_ENV}=1"
+    )
+
+
+def heavy_enabled(config: pytest.Config) -> bool:
+    """Whether the heavy reliability tests run in this session."""
+    return bool(config.getoption("--heavy")) or os.environ.get(HEAVY_ENV, "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if heavy_enabled(config):
+        return
+    skip = pytest.mark.skip(reason=f"heavy: run with --heavy or {HEAVY_ENV}=1")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _LOAD_ROWS:
+        return
+    terminalreporter.section("reliability: requests under load")
+    columns = ["test", "accepted", "completed", "refused", "lost", "rejected"]
+    terminalreporter.write_line("  ".join(columns))
+    for row in _LOAD_ROWS:
+        terminalreporter.write_line("  ".join(str(row.get(c, "")) for c in columns))
+
+
+@dataclass
+class LoadResult:
+    """What a :class:`Load` saw, one count per request attempt.
+
+    ``accepted`` requests got a connection (the server's kernel completed the
+    handshake); each then either ``completed`` (a full 200 response), was
+    ``rejected`` (a full response with another status) or was ``lost`` (reset,
+    closed or timed out before its full response). ``refused`` attempts met a
+    closed port; ``unanswered`` ones timed out connecting.
+    """
+
+    completed: int = 0
+    rejected: int = 0
+    lost: int = 0
+    refused: int = 0
+    unanswered: int = 0
+    #: why each lost request was lost, and when (``time.monotonic()``)
+    losses: list[tuple[float, str]] = field(default_factory=list)
+    #: completed requests per serving process (from the body of /sleep)
+    pids: Counter[int] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def accepted(self) -> int:
+        return self.completed + self.rejected + self.lost
+
+    def row(self, name: str) -> dict[str, Any]:
+        """The numbers as a report row (also appended to $RELIABILITY_REPORT)."""
+        row = {
+            "test": name,
+            "accepted": self.accepted,
+            "completed": self.completed,
+            "refused": self.refused,
+            "lost": self.lost,
+            "rejected": self.rejected,
+            "unanswered": self.unanswered,
+        }
+        _LOAD_ROWS.append(row)
+        target = os.environ.get(REPORT_ENV)
+        if target:
+            with open(target, "a", encoding="utf-8") as out:
+                out.write(json.dumps(row) + "\n")
+        return row
+
+
+class Load:
+    """``clients`` threads that each send requests back to back on fresh connections.
+
+    Every attempt is classified (see :class:`LoadResult`). Before :meth:`stopping`
+    a refused connection is retried after a pause; after it, a client ends at its
+    first refusal, as a real client of a server that went away would. Every client
+    also ends at ``limit`` seconds, so a run is always bounded.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        clients: int,
+        path: str = "/sleep?s=0.2",
+        *,
+        timeout: float = 30.0,
+        limit: float = 120.0,
+    ) -> None:
+        parts = urlsplit(url)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+        )
+        self.timeout = timeout
+        self.result = LoadResult()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._halt = threading.Event()
+        self._limit = time.monotonic() + limit
+        self._threads = [
+            threading.Thread(target=self._client, name=f"load-{i}", daemon=True)
+            for i in range(clients)
+        ]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self.join()
+
+    def stopping(self) -> None:
+        """The server is being stopped: each client ends at its first refused connection."""
+        self._stopping.set()
+
+    def join(self, timeout: float = 60.0) -> LoadResult:
+        """Wait for every client to end (bounded); return the counts."""
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        assert not alive, f"clients still running: {alive}"
+        return self.result
+
+    def wait_for(self, completed: int, timeout: float = 60.0) -> None:
+        """Block until ``completed`` requests (in all) have completed, or fail after ``timeout``."""
+        end = time.monotonic() + timeout
+        while self.result.completed < completed:
+            assert time.monotonic() < end, f"only {self.result} after {timeout}s"
+            time.sleep(0.02)
+
+    def _count(self, kind: str, status: int | None = None, pid: int | None = None) -> None:
+        with self._lock:
+            setattr(self.result, kind, getattr(self.result, kind) + 1)
+            if status is not None:
+                self.result.statuses[status] += 1
+            if pid is not None:
+                self.result.pids[pid] += 1
+
+    def _lose(self, why: str) -> None:
+        with self._lock:
+            self.result.lost += 1
+            self.result.losses.append((time.monotonic(), why))
+
+    def _client(self) -> None:
+        while not self._halt.is_set() and time.monotonic() < self._limit:
+            outcome = self._one()
+            if outcome == "refused" and self._stopping.is_set():
+                return
+            if outcome in ("refused", "unanswered"):
+                self._halt.wait(0.05)
+
+    def _one(self) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(self.address)
+            except ConnectionRefusedError:
+                self._count("refused")
+                return "refused"
+            except OSError:
+                self._count("unanswered")
+                return "unanswered"
+            chunks = []
+            try:
+                sock.sendall(self.request)
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            except OSError as exc:
+                self._lose(f"{type(exc).__name__} after {sum(map(len, chunks))} bytes")
+                return "lost"
+            return self._judge(b"".join(chunks))
+        finally:
+            sock.close()
+
+    def _judge(self, data: bytes) -> str:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if not sep or len(parts) < 2 or not parts[1].isdigit():
+            self._lose(f"no complete response head ({len(data)} bytes)")
+            return "lost"
+        status = int(parts[1])
+        length = None
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        if length is not None and len(body) < length:
+            self._lose(f"body cut at {len(body)} of {length} bytes")
+            return "lost"
+        if status != 200:
+            self._count("rejected", status=status)
+            return "rejected"
+        words = body.split()
+        pid = int(words[-1]) if body.startswith(b"slept") and words[-1].isdigit() else None
+        self._count("completed", status=status, pid=pid)
+        return "completed"
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` in KiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def open_fds(pid: int) -> list[str]:
+    """What each open descriptor of ``pid`` points to (from /proc)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    out = []
+    for entry in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            out.append(os.readlink(entry))
+    return sorted(out)
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound (nothing holds it, not even half-bound)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import mmap
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["announce_stop", "drain_deadline", "prepare", "server_stopping"]
+__all__ = [
+    "SIGNALLED_WAIT_SECONDS",
+    "announce_stop",
+    "drain_deadline",
+    "prepare",
+    "server_stopping",
+    "stop_announced",
+]
 
 _flag: mmap.mmap | None = None
+#: how long a worker that got SIGTERM/SIGINT looks for the master's announcement
+SIGNALLED_WAIT_SECONDS = 0.5
+_ANNOUNCEMENT_POLL_SECONDS = 0.01
 
 
 def prepare() -> None:
@@ -37,9 +48,37 @@ def announce_stop() -> None:
         _flag[0] = 1
 
 
-def server_stopping() -> bool:
-    """In a worker: whether the master announced a graceful stop of the whole server."""
-    return _flag is not None and _flag[0] == 1
+def server_stopping(wait: float = 0.0, sleep: Callable[[float], Any] = time.sleep) -> bool:
+    """In a worker: whether the master announced a graceful stop of the whole server.
+
+    Args:
+        wait: seconds to keep looking for the announcement. A signal sent to the whole
+            process group (Ctrl+C in a terminal) reaches the workers as early as the
+            master, which announces a moment later.
+        sleep: how to pause between looks (the event loop's own sleep in async workers).
+    """
+    if _flag is None:
+        return False
+    end = time.monotonic() + wait
+    while _flag[0] != 1:
+        if time.monotonic() >= end:
+            return False
+        sleep(_ANNOUNCEMENT_POLL_SECONDS)
+    return True
+
+
+def stop_announced(signalled_at: float | None, sleep: Callable[[float], Any] = time.sleep) -> bool:
+    """In a worker that stops: whether the whole server stops (then it drains the queue).
+
+    Args:
+        signalled_at: when the worker got SIGTERM/SIGINT (``time.monotonic()``), or
+            ``None`` when it stops on its own (``max_requests``, a lost master).
+        sleep: how to pause while waiting (cooperative in gevent/eventlet workers).
+    """
+    if signalled_at is None:
+        return server_stopping()
+    wait = max(0.0, signalled_at + SIGNALLED_WAIT_SECONDS - time.monotonic())
+    return server_stopping(wait, sleep)
 
 
 def drain_deadline(cfg: Any, since: float | None = None) -> float:

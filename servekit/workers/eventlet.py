@@ -21,7 +21,7 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.base_async import AsyncWorker
 
 from servekit.sockets import BacklogWatch
-from servekit.workers.drain import drain_deadline, server_stopping
+from servekit.workers.drain import drain_deadline, stop_announced
 
 if TYPE_CHECKING:
     import ssl
@@ -308,7 +308,9 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
         Waiting for a free slot is bounded by the graceful timeout, when the
         main green thread kills this one.
         """
-        if server_stopping():
+        import eventlet
+
+        if stop_announced(self._stop_signalled_at, eventlet.sleep):
             self._drain_gated(listener, address, sock, pool)
             return
         # gunicorn reads the accept queue length from TCP_INFO on Linux and

@@ -18,7 +18,7 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from servekit.sockets import BacklogWatch
-from servekit.workers.drain import drain_deadline, server_stopping
+from servekit.workers.drain import drain_deadline, stop_announced
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -76,7 +76,7 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
             self.notify()
             gevent.sleep(_TICK_SECONDS)
         deadline = drain_deadline(self.cfg, self._stop_signalled_at)
-        if server_stopping():
+        if stop_announced(self._stop_signalled_at, gevent.sleep):
             # The servers are still accepting; wait until nothing is left queued.
             watch = BacklogWatch(self.sockets, deadline)
             while watch.poll() is not None:

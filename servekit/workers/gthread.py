@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
 from servekit.sockets import BacklogWatch
-from servekit.workers.drain import drain_deadline, server_stopping
+from servekit.workers.drain import drain_deadline, stop_announced
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -49,7 +49,12 @@ class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
         gunicorn's ``run()`` calls this with False once, when its main loop ends and
         before it waits for the connections it holds: the place to take the queued ones.
         """
-        if not enabled and not self.alive and not self._drained and server_stopping():
+        if (
+            not enabled
+            and not self.alive
+            and not self._drained
+            and stop_announced(self._stop_signalled_at)
+        ):
             self._drained = True
             super().set_accept_enabled(False)
             self.drain_backlog()

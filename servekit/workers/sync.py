@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
 from servekit.sockets import BacklogWatch
-from servekit.workers.drain import drain_deadline, server_stopping
+from servekit.workers.drain import drain_deadline, stop_announced
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -45,7 +45,7 @@ class SyncWorker(_GunicornSyncWorker):  # type: ignore[misc]
     def run(self) -> None:
         """Serve until told to stop; then serve the queued connections if the server stops."""
         super().run()
-        if server_stopping():
+        if stop_announced(self._stop_signalled_at):
             self.drain_backlog()
 
     def drain_backlog(self) -> None:

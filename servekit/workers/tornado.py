@@ -26,7 +26,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.wsgi import WSGIContainer
 
 from servekit.sockets import BacklogWatch
-from servekit.workers.drain import drain_deadline, server_stopping
+from servekit.workers.drain import SIGNALLED_WAIT_SECONDS, drain_deadline, server_stopping
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -494,7 +494,7 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
         """Stop listening, finish in-flight requests; return True if time ran out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(self.cfg.graceful_timeout)
-        if server_stopping():
+        if await self._stop_announced():
             # servekit's master closed the listeners' gate: the queue only shrinks.
             # Keep accepting (while threads are free) until it stays empty.
             watch = BacklogWatch(
@@ -518,6 +518,15 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
             )
         await server.close_connections()
         return bool(in_flight)
+
+    async def _stop_announced(self) -> bool:
+        """Whether the whole server stops (see :func:`servekit.workers.drain.stop_announced`)."""
+        if self._stop_signalled_at is None or server_stopping():
+            return server_stopping()
+        end = self._stop_signalled_at + SIGNALLED_WAIT_SECONDS
+        while not server_stopping() and time.monotonic() < end:
+            await asyncio.sleep(_GATE_POLL_SECONDS)
+        return server_stopping()
 
     def _on_wakeup(self, fd: int, events: int) -> None:
         try:
