@@ -47,6 +47,7 @@ def _summary(runs: list[Measured]) -> dict[str, Any]:
         "client_cpu": median([m.load.client_cpu for m in runs]),
         "server_cores": median([m.server_cores for m in runs]),
         "busiest_share": median([m.busiest_share for m in runs]),
+        "idle_cores": median([m.idle_cores for m in runs]),
         "cpu_us_per_request": median([m.cpu_us_per_request for m in runs]),
         "samples": [m.as_dict() for m in runs],
     }
@@ -88,8 +89,9 @@ def run_ceiling(settings: Settings, log_dir: Path) -> dict[str, Any]:
             slots = level if spec.capacity is None else min(level, spec.capacity)
             capacity_bound = slots / (settings.io_ms / 1000)
             ceiling = min(capacity_bound, probe["rps"])
-            # The CPU this server could get: its processes, on the cores wrk left free.
-            available = min(float(spec.processes), cpus - cell["client_cpu"])
+            # The CPU this server could get: what it used plus what the machine left idle
+            # (wrk and other tenants took the rest), at most one core per process.
+            available = min(float(spec.processes), cpus, cell["server_cores"] + cell["idle_cores"])
             rows.append(
                 {
                     "key": spec.key,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from benchmarks.load import LoadResult, run_load
-from benchmarks.procs import Server
+from benchmarks.procs import Server, idle_cpu_seconds
 
 __all__ = [
     "Settings",
@@ -42,7 +42,7 @@ class Settings:
     ceiling_levels: tuple[int, ...] = (1, 8, 32, 128, 512)
     io_ms: int = 50
     cpu_seconds: float = 2.0
-    cpu_rounds: int = 3
+    cpu_rounds: int = 5
     cpu_connections: int = 16
     warmup_seconds: float = 1.0
     sections: tuple[str, ...] = ("imports", "startup", "overhead", "ceiling", "cpu")
@@ -105,6 +105,8 @@ class Measured:
     server_cpu_seconds: float
     #: the busiest process's share of the server's CPU time (1.0: one process did it all)
     busiest_share: float = 0.0
+    #: CPU time the whole machine left idle during the run
+    idle_cpu_seconds: float = 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -112,6 +114,11 @@ class Measured:
         if not self.load.requests:
             return 0.0
         return self.server_cpu_seconds / self.load.requests * 1e6
+
+    @property
+    def idle_cores(self) -> float:
+        """Cores the machine left idle on average: CPU the server could still have had."""
+        return self.idle_cpu_seconds / self.load.seconds if self.load.seconds else 0.0
 
     @property
     def server_cores(self) -> float:
@@ -125,15 +132,18 @@ class Measured:
         data["cpu_us_per_request"] = self.cpu_us_per_request
         data["server_cores"] = self.server_cores
         data["busiest_share"] = self.busiest_share
+        data["idle_cores"] = self.idle_cores
         return data
 
 
 def measure(server: Server, path: str, connections: int, seconds: float) -> Measured:
     """One bounded load run against ``server`` with its CPU use over the run."""
     before = server.sample()
+    idle_before = idle_cpu_seconds()
     load = run_load(f"http://127.0.0.1:{server.port}{path}", connections, seconds)
+    idle = idle_cpu_seconds() - idle_before
     after = server.sample()
     spent = [after.per_pid[pid] - before.per_pid.get(pid, 0.0) for pid in after.per_pid]
     own = sum(spent)
     busiest = max(spent) / own if own > 0 and len(spent) > 1 else 1.0
-    return Measured(load, max(0.0, after.cpu_seconds - before.cpu_seconds), busiest)
+    return Measured(load, max(0.0, after.cpu_seconds - before.cpu_seconds), busiest, idle)

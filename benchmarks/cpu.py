@@ -65,6 +65,7 @@ def run_cpu(settings: Settings, log_dir: Path) -> dict[str, Any]:
             "p99_ms": median([r["p99_ms"] for r in samples]),
             "server_cores": median([r["server_cores"] for r in samples]),
             "client_cpu": median([r["client_cpu"] for r in samples]),
+            "idle_cores": median([r["idle_cores"] for r in samples]),
             "cpu_us_per_request": median([r["cpu_us_per_request"] for r in samples]),
             "ideal_rps": ideal,
             "samples": samples,

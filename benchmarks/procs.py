@@ -23,6 +23,7 @@ __all__ = [
     "ServerSpec",
     "free_port",
     "http_get",
+    "idle_cpu_seconds",
     "stop_all",
 ]
 
@@ -227,6 +228,13 @@ def stop_all(servers: list[Server], timeout: float = 10.0) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.process.wait(max(0.1, deadline - time.monotonic()))
         server.stop(timeout=0.1)
+
+
+def idle_cpu_seconds() -> float:
+    """Seconds all CPUs of the machine have spent idle since boot (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    # cpu user nice system idle iowait ...
+    return (int(fields[4]) + int(fields[5])) / CLK_TCK
 
 
 def _read_stat(pid: int) -> list[str] | None:
