@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from gunicorn.errors import AppImportError
+from gunicorn.errors import AppImportError, HaltServer
 
 from servekit.errors import ConfigError
 from servekit.gunicorn_log import GunicornLogger
 from servekit.loading import load_app
-from servekit.sockets import bind_listener, close_gate
+from servekit.sockets import bind_listener, close_gate, has_queued
 from servekit.workers import drain
 
 if TYPE_CHECKING:
@@ -179,6 +179,12 @@ class _Application(BaseApplication):  # type: ignore[misc]
             raise AppImportError(f"servekit: error: {error.message}") from None
 
 
+#: ``os.write`` as imported in the master. eventlet's monkey-patched ``os.write`` retries
+#: EPIPE forever: a worker that booted after the master stopped reading would spin at
+#: 100% CPU inside this hook and never serve (every replacement worker did).
+_unpatched_write = os.write
+
+
 class _BootReport:
     """A pipe on which each worker says "app loaded"; the master announces on the first.
 
@@ -204,7 +210,10 @@ class _BootReport:
         and hold the shutdown until graceful_timeout ends with a SIGKILL.
         """
         signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
-        if self.arbiter is not None:
+        if drain.server_stopping():
+            # Booted during a graceful stop (spawned to serve what is queued).
+            worker.handle_exit(signal.SIGTERM, None)
+        elif self.arbiter is not None:
             missed = []
             with contextlib.suppress(queue.Empty):
                 while True:
@@ -213,9 +222,11 @@ class _BootReport:
                 worker.handle_quit(signal.SIGQUIT, None)
             elif signal.SIGTERM in missed or signal.SIGINT in missed:
                 worker.handle_exit(signal.SIGTERM, None)
-        # OSError: the master already announced and stopped reading.
+        if self.done:
+            return  # forked after the announcement: nobody reads any more
+        # OSError: the master announced meanwhile and closed its end (EPIPE).
         with contextlib.suppress(OSError):
-            os.write(self.write_fd, b"1")
+            _unpatched_write(self.write_fd, b"1")
 
     def poll(self) -> bool:
         """In the master: whether a worker has booted (first time only)."""
@@ -231,9 +242,25 @@ class _BootReport:
         return booted
 
 
+_NO_LISTENERS: list[Any] = []
+#: workers the master may start during a graceful stop to serve a queue nobody drains
+_MAX_DRAIN_WORKERS = 2
+
+
+def _unlink_unix_paths(listeners: list[Any]) -> None:
+    for listener in listeners:
+        with contextlib.suppress(OSError):
+            name = listener.getsockname()
+            if isinstance(name, str) and name and not name.startswith("\0"):
+                os.unlink(name)
+
+
 class _Arbiter(Arbiter):  # type: ignore[misc]
     boot_report: _BootReport
     on_first_boot: Any
+    LISTENERS: list[Any]
+    _held_listeners: list[Any] = []  # noqa: RUF012 - replaced per instance in stop()
+    _drain_workers = 0
 
     def wait_for_signals(self, timeout: float = 1.0) -> list[int]:
         if self.boot_report.done:
@@ -247,14 +274,54 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
         self.handle_term()
 
     def stop(self, graceful: bool = True) -> None:
-        if graceful:
-            # Before gunicorn closes the master's listeners and sends SIGTERM: new
-            # connections are no longer answered, and the workers, told the whole
-            # server stops, serve what is queued instead of leaving it to be reset.
-            drain.announce_stop()
-            for listener in self.LISTENERS:
-                close_gate(listener)
-        super().stop(graceful)
+        if not graceful:
+            super().stop(graceful)
+            return
+        # Before gunicorn signals the workers: new connections are no longer answered
+        # (the gate), and the workers, told that the whole server stops, serve what is
+        # queued instead of leaving it to be reset.
+        drain.announce_stop()
+        held: list[Any] = list(self.LISTENERS)
+        for listener in held:
+            close_gate(listener)
+        # gunicorn closes the master's listeners first. When every worker has already
+        # given up its own (all recycling at once, or none spawned yet) that close is
+        # the last one and resets what is queued; the master keeps them open until
+        # its workers are gone, and sends a worker for what is left (reap_workers).
+        if self.reexec_pid == self.master_pid == 0 and not self.systemd:
+            _unlink_unix_paths(held)  # unix clients can no longer connect
+        self.LISTENERS = _NO_LISTENERS
+        self._held_listeners = held
+        try:
+            super().stop(graceful)
+        finally:
+            self._held_listeners = []
+            for listener in held:
+                with contextlib.suppress(OSError):
+                    listener.close()
+
+    def reap_workers(self) -> None:
+        held: list[Any] = getattr(self, "_held_listeners", [])
+        try:
+            super().reap_workers()
+        except HaltServer:
+            if not held:
+                raise
+            # A drain worker that could not boot; the stop goes on regardless.
+        if (
+            held
+            and not self.WORKERS
+            and self.boot_report.done  # the app loads, so a worker can serve
+            and self._drain_workers < _MAX_DRAIN_WORKERS
+            and any(has_queued(listener) for listener in held)
+        ):
+            self._drain_workers += 1
+            self.log.info("Starting a worker to serve the connections still queued")
+            self.LISTENERS = held
+            try:
+                self.spawn_worker()  # it boots knowing the server stops: it drains
+            finally:
+                self.LISTENERS = _NO_LISTENERS
 
     def spawn_worker(self) -> Any:
         master = os.getpid()

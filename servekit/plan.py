@@ -483,9 +483,23 @@ def _check_common(config: StrategyConfig, sources: dict[str, str]) -> None:
         raise ConfigError(msg, option=missing, source=sources.get(other))
     for name in ("certfile", "keyfile"):
         path = getattr(config, name)
-        if path is not None and not os.access(path, os.R_OK):
-            problem = "does not exist" if not os.path.exists(path) else "is not readable"
+        if path is None:
+            continue
+        problem = None
+        if not os.path.exists(path):
+            problem = "does not exist"
+        elif not os.path.isfile(path):
+            problem = "is not a regular file"
+        elif not os.access(path, os.R_OK):
+            problem = "is not readable"
+        if problem:
             msg = f"option {name!r} ({shown(name)}): the file {path!r} {problem}"
+            raise ConfigError(msg, option=name, source=sources.get(name))
+    if config.certfile and config.keyfile:
+        problem_with = _tls_pair_problem(config.certfile, config.keyfile)
+        if problem_with is not None:
+            name, problem = problem_with
+            msg = f"option {name!r} ({shown(name)}): {problem}"
             raise ConfigError(msg, option=name, source=sources.get(name))
     jitter = getattr(config, "max_requests_jitter", 0)
     if jitter and not getattr(config, "max_requests", 0):
@@ -496,3 +510,36 @@ def _check_common(config: StrategyConfig, sources: dict[str, str]) -> None:
         raise ConfigError(
             msg, option="max_requests_jitter", source=sources.get("max_requests_jitter")
         )
+
+
+def _tls_pair_problem(certfile: str, keyfile: str) -> tuple[str, str] | None:
+    """Load the TLS pair as the servers will; return ``(option, problem)`` if it fails.
+
+    Without this a bad pair surfaces only when the server starts: a traceback from
+    werkzeug, and gunicorn workers that fail at boot and are replaced forever.
+    """
+    import ssl
+
+    asked_for_password = []
+
+    def no_password() -> bytes:
+        # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+        asked_for_password.append(True)
+        msg = "encrypted key"
+        raise ValueError(msg)
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=certfile)
+    except (ssl.SSLError, OSError, ValueError):
+        return "certfile", f"the file {certfile!r} holds no PEM certificate"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            certfile, keyfile, password=no_password
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        if asked_for_password:
+            return "keyfile", f"the key in {keyfile!r} is encrypted; give an unencrypted key"
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            return "keyfile", f"the key in {keyfile!r} does not belong to the certificate in {certfile!r}"
+        return "keyfile", f"the file {keyfile!r} holds no PEM private key"
+    return None
