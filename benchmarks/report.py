@@ -16,6 +16,8 @@ STARTUP_GOAL = 1.15
 IMPORT_GOAL_S = 0.150
 CEILING_GOAL = 0.90
 MEMORY_GOAL = 1.05
+#: servers whose workers live for one request: no per-process CPU share to show
+FORKS_PER_REQUEST = frozenset({"servekit-processes"})
 #: servers measured for comparison only: no goal applies to them
 REFERENCES = frozenset({"gunicorn-tornado", "eventlet-native"})
 #: wrk's single thread above this share of a core may itself be the bottleneck
@@ -210,6 +212,17 @@ def _startup(rows: list[dict[str, Any]], imports: dict[str, Any] | None) -> str:
             f"structlog, gunicorn, werkzeug, gevent, eventlet, tornado, asyncio, email and "
             f"greenlet it loads: {loads}."
         )
+        by_dep = imports.get("run_by_dependency") or []
+        if by_dep:
+            parts.append(
+                "The same imports, the self time of every module summed by the dependency "
+                "that brought it in (a module imported by structlog, such as asyncio, counts "
+                "as structlog's):\n\n"
+                + _table(
+                    ["dependency", "import time"],
+                    [[d["dependency"], f"{d['self_us'] / 1000:.1f} ms"] for d in by_dep],
+                )
+            )
         deps = imports["run_dependencies"][:14]
         table = [
             [f"`{d['module']}`", f"`{d['imported_by']}`", f"{d['cumulative_us'] / 1000:.1f} ms"]
@@ -253,13 +266,14 @@ def _ceiling(section: dict[str, Any], chart_rel: str) -> str:
         cells = [label]
         for c in levels:
             r = by[(key, c)]
-            share = r.get("busiest_share", 1.0)
-            cells.append(
-                f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}; {r['server_cores']:.2f} cores"
-                + (f" of {r['cpu_available']:.2f}" if "cpu_available" in r else "")
-                + (f" ({share:.0%} in one)" if section["processes"].get(key, 1) > 1 else "")
-                + (f"; {r['timeouts']} t/o" if r["timeouts"] else "")
-            )
+            cell = f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}; {r['server_cores']:.2f} cores"
+            if "cpu_available" in r:
+                cell += f" of {r['cpu_available']:.2f}"
+            if section["processes"].get(key, 1) > 1 and key not in FORKS_PER_REQUEST:
+                cell += f" ({r.get('busiest_share', 1.0):.0%} in one)"
+            if r["timeouts"]:
+                cell += f"; {r['timeouts']} t/o"
+            cells.append(cell)
         rows.append(cells)
     latency = _table(["server", *[f"c={c}" for c in levels]], rows)
     rows = []

@@ -132,6 +132,44 @@ def _dependency_costs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return edges
 
 
+#: packages that only come with another one: counted as that one
+_BROUGHT_BY = {
+    "pydantic_core": "pydantic",
+    "annotated_types": "pydantic",
+    "typing_extensions": "pydantic",
+    "typing_inspection": "pydantic",
+}
+_THIRD_PARTY = frozenset({"pydantic", "structlog", "gunicorn", "werkzeug", "servekit", "packaging"})
+
+
+def _costs_by_dependency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Self time of every module, summed by the dependency that brought it in.
+
+    A module belongs to the outermost package (below servekit) on its import chain,
+    so ``asyncio`` imported by ``structlog`` counts as structlog's. Standard-library
+    modules that servekit or gunicorn import themselves are grouped as such.
+    """
+    parents = {row["module"]: row["parent"] for row in rows}
+    totals: dict[str, int] = {}
+    for row in rows:
+        chain = [row["module"]]
+        while parents.get(chain[-1]):
+            chain.append(parents[chain[-1]])
+        owner = "servekit"
+        for name in reversed(chain):
+            top = _BROUGHT_BY.get(_top(name), _top(name))
+            if top != "servekit":
+                owner = top if top in _THIRD_PARTY else f"standard library ({top} ...)"
+                if top not in _THIRD_PARTY:
+                    owner = "standard library, imported by servekit itself"
+                break
+        totals[owner] = totals.get(owner, 0) + int(row["self_us"])
+    return [
+        {"dependency": name, "self_us": total}
+        for name, total in sorted(totals.items(), key=lambda item: -item[1])
+    ]
+
+
 def _modules_loaded(code: str) -> list[str]:
     probe = f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
@@ -187,6 +225,7 @@ def run_imports(settings: Settings) -> dict[str, Any]:
         "import_loads": third_party,
         "import_module_count": len(loaded),
         "run_dependencies": _dependency_costs(trees["run"]),
+        "run_by_dependency": _costs_by_dependency(trees["run"]),
         "run_total_us": sum(r["cumulative_us"] for r in trees["run"] if r["depth"] == 0),
         "python": sys.version.split()[0],
     }
