@@ -20,6 +20,7 @@ What this module guards against (see DESIGN §4):
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import signal
@@ -362,6 +363,9 @@ def serve_gunicorn(plan: Plan) -> int:
     arbiter.boot_report = report
     report.arbiter = arbiter
     arbiter.on_first_boot = lambda: announce(plan, port)
+    # Objects the master holds now (config, imported modules) are inherited by every
+    # worker; keeping them out of the collector keeps their pages shared after the fork.
+    gc.freeze()
     try:
         arbiter.run()
     except SystemExit as exc:
