@@ -248,14 +248,6 @@ _NO_LISTENERS: list[Any] = []
 _MAX_DRAIN_WORKERS = 2
 
 
-def _unlink_unix_paths(listeners: list[Any]) -> None:
-    for listener in listeners:
-        with contextlib.suppress(OSError):
-            name = listener.getsockname()
-            if isinstance(name, str) and name and not name.startswith("\0"):
-                os.unlink(name)
-
-
 class _Arbiter(Arbiter):  # type: ignore[misc]
     boot_report: _BootReport
     on_first_boot: Any
@@ -289,8 +281,6 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
         # given up its own (all recycling at once, or none spawned yet) that close is
         # the last one and resets what is queued; the master keeps them open until
         # its workers are gone, and sends a worker for what is left (reap_workers).
-        if self.reexec_pid == self.master_pid == 0 and not self.systemd:
-            _unlink_unix_paths(held)  # unix clients can no longer connect
         self.LISTENERS = _NO_LISTENERS
         self._held_listeners = held
         try:

@@ -332,6 +332,8 @@ def resolve(
 
     # Options the strategy cannot take are errors ("auto": unused, with a note).
     auto_model = AutoConfig if requested == "auto" else model
+    if requested == "auto":
+        _check_unused_auto_options(raw, model, sources)
     for name in list(raw):
         if name in model.model_fields:
             continue
@@ -450,6 +452,37 @@ def resolve(
         notes=tuple(notes),
         dev_server_in_production=dev_in_prod,
     )
+
+
+def _check_unused_auto_options(
+    raw: dict[str, Any], model: type[StrategyConfig], sources: dict[str, str]
+) -> None:
+    """Validate the options ``auto`` leaves unused now: they apply in production.
+
+    Without this, ``SERVEKIT_WORKERS=abc`` would pass in development and fail only
+    once deployed.
+
+    Raises:
+        ConfigError: naming the option and where it came from.
+    """
+    unused = {
+        name: value
+        for name, value in raw.items()
+        if name not in model.model_fields and name in AutoConfig.model_fields
+    }
+    if not unused:
+        return
+    try:
+        config = AutoConfig.model_validate(unused)
+    except ValidationError as exc:
+        raise _validation_message(exc, sources, raw) from None
+    if config.gunicorn:
+        try:
+            load_strategy("gthread").check(config)
+        except ConfigError as exc:
+            origin = sources.get("gunicorn", "")
+            suffix = f" (from {origin})" if origin not in ("", "code", "cli", "default") else ""
+            raise ConfigError(exc.message + suffix, option=exc.option, source=origin) from None
 
 
 def _check_common(config: StrategyConfig, sources: dict[str, str]) -> None:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["BacklogWatch", "bind_listener", "close_gate", "has_queued"]
 
 UNIX_SOCKET_MODE = 0o660
+#: socket files this process created: path -> inode (close_gate removes only those)
+_OWN_UNIX_SOCKETS: dict[str, int] = {}
 
 
 def _option(plan: Plan, default: str) -> tuple[str, str]:
@@ -67,6 +69,7 @@ def _bind_unix(plan: Plan, path: str) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, UNIX_SOCKET_MODE)
+    _OWN_UNIX_SOCKETS[path] = os.lstat(path).st_ino
     return sock
 
 
@@ -163,13 +166,17 @@ def close_gate(sock: Any) -> bool:
     be accepted and served. Every process sharing the socket is affected: call it
     only when the whole server stops.
 
+    TCP (Linux): a filter drops new connections' SYNs; handshakes under way complete.
+    Unix socket: its file is removed (if this process created it), so no client can
+    reach the socket any more.
+
     Args:
         sock: a listening socket (anything with ``family``, ``setsockopt``, ``listen``).
 
     Returns:
-        True when new TCP connections are no longer answered (Linux); False when only
-        the backlog could be shrunk (unix sockets, other systems), which narrows
-        rather than closes the window in which a connection can queue behind the drain.
+        True when no new connection can queue any more; False when only the backlog
+        could be shrunk, which narrows rather than closes the window in which a
+        connection can queue behind the drain.
     """
     family = getattr(sock, "family", None)
     if family in (socket.AF_INET, socket.AF_INET6) and sys.platform.startswith("linux"):
@@ -179,8 +186,27 @@ def close_gate(sock: Any) -> bool:
             pass
         else:
             return True
+    if family == socket.AF_UNIX and _remove_own_socket_file(sock):
+        return True
     with contextlib.suppress(OSError):
         sock.listen(0)
+    return False
+
+
+def _remove_own_socket_file(sock: Any) -> bool:
+    try:
+        path = sock.getsockname()
+        if not isinstance(path, str) or not path or path.startswith("\0"):
+            return False
+        status = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISSOCK(status.st_mode) or _OWN_UNIX_SOCKETS.get(path) != status.st_ino:
+        return False  # replaced meanwhile: another server's now
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+        del _OWN_UNIX_SOCKETS[path]
+        return True
     return False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -30,13 +31,38 @@ if TYPE_CHECKING:
 __all__ = ["serve_werkzeug"]
 
 _IDLE_POLL_SECONDS = 0.01
+REQUEST_TIMEOUT_SECONDS = 10
 
 
 class _Handler(WSGIRequestHandler):
     """Request handler that logs one structured ``request`` event per request."""
 
     access_log: ClassVar[bool] = True
+    #: a client silent this long (while its request is read, or kept alive) is let go;
+    #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody,
+    #: and held a thread (threaded) or one of the ``workers`` processes for good
+    timeout = REQUEST_TIMEOUT_SECONDS
     _status: int | str | None = None
+
+    #: errors found before the request line's version is read get a status line;
+    #: http.server's default (HTTP/0.9) sends them as a bare HTML body
+    default_request_version = "HTTP/1.0"
+
+    def parse_request(self) -> bool:
+        """http.server's parsing, then what it lets through refused with a 400.
+
+        http.server serves HTTP/0.9, odd method names, header lines without a
+        colon (dropping them and what follows) and any Content-Length; gunicorn
+        refuses them all, and so does servekit's werkzeug.
+        """
+        if not super().parse_request():
+            return False
+        problem = _malformed(self)
+        if problem is None:
+            return True
+        self.close_connection = True
+        self.send_error(400, problem)
+        return False
 
     def run_wsgi(self) -> None:
         if not self.access_log:
@@ -69,6 +95,28 @@ class _Handler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         get_logger().info("http", message=(format % args) if args else format)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _malformed(handler: WSGIRequestHandler) -> str | None:
+    """What is wrong with a request http.server parsed, or ``None``."""
+    if len(handler.requestline.split()) < 3:
+        return "HTTP/0.9 requests are not supported"
+    if not _TOKEN.fullmatch(handler.command or ""):
+        return "Invalid method"
+    if handler.headers.defects:
+        return "Malformed header line"
+    for name in handler.headers:
+        if not _TOKEN.fullmatch(name):
+            return "Invalid header name"
+    lengths = handler.headers.get_all("Content-Length") or []
+    if any(not value.strip().isdigit() for value in lengths) or len(set(lengths)) > 1:
+        return "Invalid Content-Length"
+    if lengths and handler.headers.get("Transfer-Encoding"):
+        return "Both Content-Length and Transfer-Encoding"
+    return None
 
 
 class _Draining:

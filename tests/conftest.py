@@ -291,7 +291,8 @@ class LoadResult:
 
 
 class Load:
-    """``clients`` threads that each send requests back to back on fresh connections.
+    """``clients`` threads that each send requests back to back on fresh connections
+    (TCP, or a unix socket for a ``unix:/path`` URL).
 
     Every attempt is classified (see :class:`LoadResult`). Before :meth:`stopping`
     a refused connection is retried after a pause; after it, a client ends at its
@@ -309,10 +310,14 @@ class Load:
         limit: float = 120.0,
     ) -> None:
         parts = urlsplit(url)
-        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+        self.family = socket.AF_UNIX if parts.scheme == "unix" else socket.AF_INET
+        self.address: Any = (
+            parts.path
+            if self.family == socket.AF_UNIX
+            else (parts.hostname or "127.0.0.1", parts.port or 80)
         )
+        host = parts.netloc or "localhost"
+        self.request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
         self.timeout = timeout
         self.result = LoadResult()
         self._lock = threading.Lock()
@@ -375,12 +380,12 @@ class Load:
                 self._halt.wait(0.05)
 
     def _one(self) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             try:
                 sock.connect(self.address)
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, FileNotFoundError):  # no listener, or its file
                 self._count("refused")
                 return "refused"
             except OSError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +161,28 @@ def test_sigterm_while_a_worker_boots_stops_promptly(serve_app: Any, strategy: s
     code = server.stop(signal.SIGTERM)
     assert code == 0
     assert time.monotonic() - started < GRACEFUL_TIMEOUT / 2
+
+
+@pytest.mark.parametrize("strategy", ["threaded", "processes", "sync", "gthread", "gevent"])
+def test_sigterm_under_load_on_a_unix_socket(
+    serve_app: Any, strategy: str, tmp_path: Path
+) -> None:
+    """On a unix socket the gate is the socket file: removed at the stop (new clients
+    find no socket), while everything already queued is served."""
+    clients = 2 * capacity(strategy)
+    path = tmp_path / "s.sock"
+    server = serve_app(
+        strategy=strategy,
+        bind=f"unix:{path}",
+        access_log=False,
+        graceful_timeout=GRACEFUL_TIMEOUT,
+        **CONFIGS[strategy],
+    )
+    with Load(server.url, clients, REQUEST) as load:
+        load.wait_for(completed=2 * clients)
+        load.stopping()
+        code = server.stop(signal.SIGTERM)
+        result = load.join()
+    result.row(f"SIGTERM {strategy} unix socket clients={clients}")
+    assert_nothing_lost(result, code, 0.0, clients)
+    assert not path.exists()

@@ -5,12 +5,15 @@ Use it as ``worker_class = "servekit.workers.gthread.ThreadWorker"``.
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import TYPE_CHECKING, Any
 
+from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
 from servekit.sockets import BacklogWatch
+from servekit.workers.clients import adopt
 from servekit.workers.drain import drain_deadline, stop_announced
 
 if TYPE_CHECKING:
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["ThreadWorker"]
 
 _IDLE_POLL_SECONDS = 0.01
+_RETRY_ACCEPT_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED})
 
 
 class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
@@ -30,12 +34,29 @@ class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
     holds; the connections still queued on the listener are reset when the last
     worker closes it, after their clients sent a request (DESIGN §4 measured 7 with
     two workers of four threads).
+
+    A client that stays silent while its request is read is disconnected after
+    ``timeout`` seconds (:mod:`servekit.workers.clients`); gunicorn's thread would
+    wait for it for good.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stop_signalled_at: float | None = None
         self._drained = False
+
+    def accept(self, listener: Any) -> None:
+        """Accept one connection for the thread pool; a client silent for ``timeout``
+        seconds while its request is read is let go instead of holding a thread."""
+        try:
+            client, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno in _RETRY_ACCEPT_ERRNOS:
+                return
+            raise
+        self.nr_conns += 1
+        client = adopt(client, float(self.cfg.timeout))
+        self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """SIGTERM (and SIGINT under servekit): finish what is in flight, then drain."""

@@ -9,9 +9,11 @@ import errno
 import time
 from typing import TYPE_CHECKING, Any
 
+from gunicorn import util
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
 from servekit.sockets import BacklogWatch
+from servekit.workers.clients import adopt
 from servekit.workers.drain import drain_deadline, stop_announced
 
 if TYPE_CHECKING:
@@ -30,11 +32,23 @@ class SyncWorker(_GunicornSyncWorker):  # type: ignore[misc]
     gunicorn's sync worker leaves on SIGTERM at once, and the connections still
     queued on the listener are reset when the last worker closes it, after their
     clients sent a request (DESIGN §4 measured 8 with two workers).
+
+    A client that stays silent while its request is read is disconnected after half
+    of ``timeout`` (:mod:`servekit.workers.clients`) instead of holding the worker
+    until the master kills it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stop_signalled_at: float | None = None
+
+    def accept(self, listener: Any) -> None:
+        """Accept one connection and serve it; a client silent for ``timeout / 2``
+        seconds is let go (before the master would kill this worker for it)."""
+        client, addr = listener.accept()
+        client = adopt(client, float(self.timeout))
+        util.close_on_exec(client)
+        self.handle(listener, client, addr)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """SIGTERM (and SIGINT under servekit): finish the request, then drain."""

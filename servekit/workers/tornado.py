@@ -443,6 +443,12 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
         executor = ThreadPoolExecutor(self._threads(), thread_name_prefix="servekit-wsgi")
         return _ThreadedWSGIContainer(app, executor, self.log), executor
 
+    def _head_timeout(self) -> float | None:
+        for seconds in (self.cfg.keepalive, self.cfg.timeout):
+            if seconds and seconds > 0:
+                return float(seconds)
+        return None
+
     def _threads(self) -> int:
         return max(1, int(self.cfg.threads))
 
@@ -460,6 +466,11 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
             # The base class sets server.no_keep_alive after construction, which
             # tornado never reads; it has to go in through the constructor.
             no_keep_alive=self.cfg.keepalive <= 0,
+            # How long a request head may take to arrive, on a new connection or a
+            # kept-alive one: tornado's default is an hour, so a client that sends
+            # half a head (or a kept-alive one that stays idle) held its connection
+            # that long. keepalive, as in gunicorn's async workers, else timeout.
+            idle_connection_timeout=self._head_timeout(),
             ssl_options=ssl_context(self.cfg) if self.cfg.is_ssl else None,
         )
         server.on_request_done = self._on_request_done
