@@ -242,7 +242,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     columns = ["test", "accepted", "completed", "refused", "lost", "rejected"]
     terminalreporter.write_line("  ".join(columns))
     for row in _LOAD_ROWS:
-        terminalreporter.write_line("  ".join(str(row.get(c, "")) for c in columns))
+        extra = [f"{k}={v}" for k, v in row.items() if k not in columns and k != "unanswered"]
+        terminalreporter.write_line("  ".join([*(str(row.get(c, "")) for c in columns), *extra]))
 
 
 @dataclass
@@ -271,8 +272,9 @@ class LoadResult:
     def accepted(self) -> int:
         return self.completed + self.rejected + self.lost
 
-    def row(self, name: str) -> dict[str, Any]:
-        """The numbers as a report row (also appended to $RELIABILITY_REPORT)."""
+    def row(self, name: str, **extra: Any) -> dict[str, Any]:
+        """The numbers (and ``extra`` ones) as a report row, shown in the terminal
+        summary and appended to $RELIABILITY_REPORT."""
         row = {
             "test": name,
             "accepted": self.accepted,
@@ -281,6 +283,7 @@ class LoadResult:
             "lost": self.lost,
             "rejected": self.rejected,
             "unanswered": self.unanswered,
+            **extra,
         }
         _LOAD_ROWS.append(row)
         target = os.environ.get(REPORT_ENV)

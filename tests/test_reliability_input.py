@@ -536,7 +536,7 @@ def _send_raw(url: str, data: bytes, timeout: float = 15.0) -> bytes | None:
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        except (ConnectionResetError, BrokenPipeError):
+        except OSError:  # reset, broken pipe, not connected: the server hung up
             return None
     return b"".join(chunks)
 
