@@ -1,14 +1,15 @@
 """The servers under test, as command lines: servekit, bare gunicorn, eventlet's own server.
 
-Bare gunicorn gets exactly what servekit sets for the same strategy: ``keepalive 2``,
-``backlog 2048``, ``timeout 30``, ``graceful_timeout 30``, the control socket off,
-and for gthread ``worker_connections`` equal to ``threads``.
+Bare gunicorn gets exactly the settings servekit derives for the same strategy (read
+from servekit's own mapping: ``keepalive``, ``backlog``, ``timeout``, ``graceful_timeout``,
+``worker_connections`` ...), with the control socket off.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from benchmarks.procs import ServerSpec
 
@@ -17,6 +18,7 @@ __all__ = [
     "ceiling_specs",
     "cpu_specs",
     "gunicorn_spec",
+    "servekit_gunicorn_settings",
     "servekit_spec",
     "usable_cpus",
 ]
@@ -76,6 +78,40 @@ def servekit_spec(
     )
 
 
+#: gunicorn settings servekit sets that have a gunicorn CLI flag, and that flag
+_FLAGS = {
+    "threads": "--threads",
+    "worker_connections": "--worker-connections",
+    "keepalive": "--keep-alive",
+    "backlog": "--backlog",
+    "timeout": "--timeout",
+    "graceful_timeout": "--graceful-timeout",
+    "max_requests": "--max-requests",
+    "max_requests_jitter": "--max-requests-jitter",
+    "forwarded_allow_ips": "--forwarded-allow-ips",
+    "loglevel": "--log-level",
+}
+
+
+def servekit_gunicorn_settings(
+    strategy: str, workers: int, threads: int, connections: int
+) -> dict[str, object]:
+    """The gunicorn settings servekit itself derives for this strategy and these sizes.
+
+    Read from servekit's own mapping, so the bare gunicorn command stays identical to
+    what servekit runs when that mapping changes (e.g. ``keepalive`` per worker class).
+    """
+    from servekit.gunicorn_app import gunicorn_settings
+    from servekit.plan import resolve
+
+    options: dict[str, Any] = {"workers": workers}
+    if strategy in ("gthread", "tornado"):
+        options["threads"] = threads
+    if strategy in ("gevent", "eventlet"):
+        options["worker_connections"] = connections
+    return dict(gunicorn_settings(resolve(APP, strategy, **options)))
+
+
 def gunicorn_spec(
     worker_class: str,
     *,
@@ -86,15 +122,15 @@ def gunicorn_spec(
     key: str | None = None,
     label: str | None = None,
 ) -> ServerSpec:
-    """The bare ``gunicorn`` CLI with the settings servekit would give the same strategy."""
+    """The bare ``gunicorn`` CLI with the settings servekit gives the same strategy."""
     argv = [str(BIN / "gunicorn"), APP, "-k", worker_class, "-w", str(workers)]
     argv += ["-b", "127.0.0.1:{port}", "--no-control-socket"]
-    argv += ["--keep-alive", "2", "--backlog", "2048", "--timeout", "30"]
-    argv += ["--graceful-timeout", "30"]
-    if worker_class == "gthread":
-        argv += ["--threads", str(threads), "--worker-connections", str(threads)]
-    elif worker_class in ("gevent", "eventlet"):
-        argv += ["--worker-connections", str(connections)]
+    settings = servekit_gunicorn_settings(worker_class, workers, threads, connections)
+    for name, flag in _FLAGS.items():
+        value = settings.get(name)
+        # gunicorn's own tornado worker has no thread pool: threads would do nothing.
+        if value is not None and not (worker_class == "tornado" and name == "threads"):
+            argv += [flag, str(value)]
     if access_log:
         argv += ["--access-logfile", "-"]
     capacity = _capacity(worker_class, workers, threads, connections)
