@@ -200,6 +200,8 @@ HEAVY_ENV = "RELIABILITY_HEAVY"
 #: a file to which each load run's numbers are appended as one JSON line
 REPORT_ENV = "RELIABILITY_REPORT"
 _LOAD_ROWS: list[dict[str, Any]] = []
+#: per-test time limit in heavy runs (the default run keeps pyproject's)
+HEAVY_TIMEOUT_SECONDS = 1800
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -212,12 +214,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--heavy"):
+        # Read at import by the modules that size their hypothesis runs with it.
+        os.environ[HEAVY_ENV] = "1"
     config.addinivalue_line(
         "markers",
         "reliability: fault, load and abuse tests of real servers (tests/test_reliability_*)",
     )
     config.addinivalue_line(
-        "markers", f"heavy: long reliability runs, skipped unless --heavy or {HEAVY_ENV}=1"
+        "markers", f"heavy: long reliability runs, deselected unless --heavy or {HEAVY_ENV}=1"
     )
 
 
@@ -228,11 +233,16 @@ def heavy_enabled(config: pytest.Config) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if heavy_enabled(config):
+        for item in items:
+            if "reliability" in item.keywords:
+                item.add_marker(pytest.mark.timeout(HEAVY_TIMEOUT_SECONDS))
         return
-    skip = pytest.mark.skip(reason=f"heavy: run with --heavy or {HEAVY_ENV}=1")
-    for item in items:
-        if "heavy" in item.keywords:
-            item.add_marker(skip)
+    # Heavy runs are deselected (not skipped) by default: the default run claims
+    # nothing about them, and the summary line says how many were left out.
+    dropped = [item for item in items if "heavy" in item.keywords]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if "heavy" not in item.keywords]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

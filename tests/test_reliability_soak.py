@@ -11,6 +11,7 @@ keeps a short one.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from typing import Any
@@ -38,7 +39,12 @@ PATHS = ["/sleep?s=0.02", "/big", "/", "/sleep?s=0.05"]
 
 
 def _memory(master: int) -> dict[int, int]:
-    return {pid: rss_kib(pid) for pid in [master, *children_of(master)]}
+    """RSS of the master and its workers; a worker recycled meanwhile is left out."""
+    sizes = {}
+    for pid in [master, *children_of(master)]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            sizes[pid] = rss_kib(pid)
+    return sizes
 
 
 def _master_fds(master: int, workers: int) -> list[str]:
