@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from servekit import resolve
+from servekit.sockets import bind_listener, close_gate, has_queued
 from tests.conftest import ROOT, Load, children_of
 
 pytestmark = [pytest.mark.server, pytest.mark.reliability]
@@ -164,9 +167,7 @@ def test_sigterm_while_a_worker_boots_stops_promptly(serve_app: Any, strategy: s
 
 
 @pytest.mark.parametrize("strategy", ["threaded", "processes", "sync", "gthread", "gevent"])
-def test_sigterm_under_load_on_a_unix_socket(
-    serve_app: Any, strategy: str, tmp_path: Path
-) -> None:
+def test_sigterm_under_load_on_a_unix_socket(serve_app: Any, strategy: str, tmp_path: Path) -> None:
     """On a unix socket the gate is the socket file: removed at the stop (new clients
     find no socket), while everything already queued is served."""
     clients = 2 * capacity(strategy)
@@ -186,3 +187,60 @@ def test_sigterm_under_load_on_a_unix_socket(
     result.row(f"SIGTERM {strategy} unix socket clients={clients}")
     assert_nothing_lost(result, code, 0.0, clients)
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+def test_gate_keeps_the_queue_and_refuses_newcomers(family: int, host: str) -> None:
+    """close_gate: a connection queued before it is still accepted, with its request;
+    one attempted after it never queues, and is refused once the listener closes."""
+    listener = socket.socket(family)
+    listener.bind((host, 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    early = socket.create_connection((host, port), timeout=10)
+    early.sendall(b"request")
+    assert close_gate(listener)
+    outcome: list[str] = []
+
+    def late() -> None:
+        try:
+            socket.create_connection((host, port), timeout=10).close()
+            outcome.append("connected")
+        except ConnectionRefusedError:
+            outcome.append("refused")
+
+    latecomer = threading.Thread(target=late)
+    latecomer.start()
+    try:
+        conn, _ = listener.accept()
+        assert conn.recv(100) == b"request"
+        conn.close()
+        time.sleep(0.3)  # the latecomer's SYN has arrived: dropped, not queued
+        assert not has_queued(listener)
+    finally:
+        listener.close()
+        early.close()
+    latecomer.join(15)
+    assert outcome == ["refused"]
+
+
+def test_unix_gate_removes_only_its_own_socket_file(tmp_path: Path) -> None:
+    """On a unix socket the gate is the file, removed only if this process made it."""
+    plan = resolve(None, "dev", environ={}, bind=f"unix:{tmp_path / 's.sock'}")
+    listener = bind_listener(plan)
+    queued = socket.socket(socket.AF_UNIX)
+    queued.connect(str(tmp_path / "s.sock"))
+    assert close_gate(listener)
+    assert not (tmp_path / "s.sock").exists()
+    conn, _ = listener.accept()  # what was queued is still there
+    conn.close()
+    listener.close()
+    queued.close()
+    foreign = socket.socket(socket.AF_UNIX)
+    foreign.bind(str(tmp_path / "other.sock"))
+    foreign.listen(1)
+    assert not close_gate(foreign)  # not servekit's: left alone
+    assert (tmp_path / "other.sock").exists()
+    foreign.close()
