@@ -42,6 +42,9 @@ def run_plan(plan: Plan) -> int:
         log.info("note", message=note)
     for text in plan.warnings:
         log.warning("warning", message=text)
+        if cfg.log_level in ("error", "critical"):
+            # A guard warning must not vanish because the log level hides warnings.
+            sys.stderr.write(f"servekit: warning: {text}\n")
     return plan.adapter.run(plan)
 
 
