@@ -97,20 +97,34 @@ def serve_app(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m servekit ARGS`` from the repository root."""
+    """Run ``python -m servekit ARGS`` from the repository root, in a session of its own.
+
+    Whatever it started is killed afterwards; a command still running at ``timeout``
+    (it started a server) returns with a note in stderr instead of hanging the test.
+    """
     child_env = {
         k: v for k, v in os.environ.items() if not k.startswith("SERVEKIT_") and k != "PORT"
     }
     child_env.update(env or {})
-    return subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "servekit", *args],
         cwd=ROOT,
         env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = "", "(still running: it started a server)"
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def children_of(pid: int) -> list[int]:

@@ -178,7 +178,11 @@ BAD_INPUTS = [
         ["'worker_connections'", "'tornado'"],
     ),
     (["explain"], {"SERVEKIT_ACCESS_LOG": "perhaps"}, ["SERVEKIT_ACCESS_LOG"]),
-    (["run", "tests.apps.slow:app", "--wrokers", "2"], {}, ["'--wrokers'", "did you mean --workers"]),
+    (
+        ["run", "tests.apps.slow:app", "--wrokers", "2"],
+        {},
+        ["'--wrokers'", "did you mean --workers"],
+    ),
     (
         [
             "run",

@@ -13,11 +13,9 @@ import contextlib
 import json
 import math
 import os
-import signal
 import socket
 import string
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from hypothesis import strategies as st
 
 from servekit import ConfigError, resolve, serve
 from servekit.plan import ENV_PREFIX, all_options, applies_to
-from tests.conftest import HEAVY_ENV, ROOT, free_port, get, port_is_free
+from tests.conftest import HEAVY_ENV, ROOT, free_port, get, port_is_free, run_cli
 
 pytestmark = pytest.mark.reliability
 
@@ -359,34 +357,6 @@ def test_option_the_strategy_cannot_use_is_named(option: str, strategy: str) -> 
 # -- command line and environment (real processes) ---------------------------------------
 
 
-def _run(
-    args: list[str], env: dict[str, str] | None = None, timeout: float = 30.0
-) -> subprocess.CompletedProcess[str]:
-    """``servekit`` in its own session; anything it started is killed afterwards."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    child_env.pop("PORT", None)
-    child_env.update(env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "servekit", *args],
-        cwd=ROOT,
-        env=child_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        out, err = "", "(still running: it started a server)"
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 def _assert_refused(proc: subprocess.CompletedProcess[str], words: list[str], port: int) -> None:
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2, text
@@ -416,20 +386,18 @@ def test_invalid_flag_exits_2_naming_it(
     flag = f"--{name.replace('_', '-')}"
     if _kind(name) == "bool":
         # Switches take no value: argparse refuses the value, naming the flag.
-        proc = _run(["run", "tests.apps.slow:app", "--strategy", strategy, value])
+        proc = run_cli("run", "tests.apps.slow:app", "--strategy", strategy, value)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "error:" in proc.stderr
         return
-    proc = _run(
-        [
-            "run",
-            "tests.apps.slow:app",
-            "--strategy",
-            strategy,
-            *_address_args(name, port),
-            *flags,
-            f"{flag}={value}",
-        ]
+    proc = run_cli(
+        "run",
+        "tests.apps.slow:app",
+        "--strategy",
+        strategy,
+        *_address_args(name, port),
+        *flags,
+        f"{flag}={value}",
     )
     _assert_refused(proc, [flag, f"'{name}'"], port)
 
@@ -445,8 +413,12 @@ def test_invalid_variable_exits_2_naming_it(
     variable = ENV_PREFIX + name.upper()
     env = {ENV_PREFIX + k.upper(): v for k, v in _companions(name, tls_pair).items()}
     env[variable] = value
-    proc = _run(
-        ["run", "tests.apps.slow:app", "--strategy", strategy, *_address_args(name, port)],
+    proc = run_cli(
+        "run",
+        "tests.apps.slow:app",
+        "--strategy",
+        strategy,
+        *_address_args(name, port),
         env=env,
     )
     _assert_refused(proc, [variable], port)
@@ -459,7 +431,7 @@ def test_unknown_variable_exits_2_naming_it(suffix: str) -> None:
     if suffix.lower() in [*OPTIONS, "strategy"]:
         return
     port = free_port()
-    proc = _run(["run", "tests.apps.slow:app", f"--port={port}"], env={ENV_PREFIX + suffix: "1"})
+    proc = run_cli("run", "tests.apps.slow:app", f"--port={port}", env={ENV_PREFIX + suffix: "1"})
     _assert_refused(proc, [ENV_PREFIX + suffix], port)
 
 
@@ -485,7 +457,7 @@ def test_errors_found_while_starting_leave_nothing_bound(
         app, words = "tests.apps.broken:app", ["not_installed_dependency_xyz"]
     if strategy != "threaded":
         args.append("--workers=2")
-    proc = _run(["run", app, "--strategy", strategy, *args])
+    proc = run_cli("run", app, "--strategy", strategy, *args)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2, text
     assert "Traceback" not in text

@@ -18,7 +18,6 @@ import socket
 import ssl
 import stat
 import subprocess
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,7 +30,7 @@ from hypothesis import strategies as st
 from servekit import ConfigError, DevServerWarning, resolve
 from servekit.guards import is_loopback
 from servekit.plan import ENV_PREFIX
-from tests.conftest import ROOT, free_port, port_is_free
+from tests.conftest import free_port, port_is_free, run_cli
 from tests.test_reliability_input import examples, make_certificate
 
 pytestmark = pytest.mark.reliability
@@ -130,7 +129,7 @@ def test_debugger_on_loopback_is_allowed(host: str) -> None:
 def test_debugger_beyond_loopback_exits_2_even_with_guard_off() -> None:
     """The command line, from the environment: exit 2 naming debug, no server."""
     port = free_port()
-    proc = _servekit(
+    proc = run_cli(
         "run",
         "tests.apps.slow:app",
         "--strategy",
@@ -272,7 +271,7 @@ def test_bad_key_file_is_a_clear_exit_2(
     """A missing, unreadable, garbage, encrypted or mismatched key: exit 2 naming
     keyfile, before anything binds (no traceback, no worker boot loop, no prompt)."""
     port = free_port()
-    proc = _servekit(
+    proc = run_cli(
         "run",
         "tests.apps.slow:app",
         "--strategy",
@@ -299,28 +298,6 @@ def test_certificate_file_without_a_certificate_is_named(tls_files: dict[str, Pa
             keyfile=str(tls_files["cert"]),
         )
     assert info.value.option == "certfile"
-
-
-def _servekit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    child_env.update(env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "servekit", *args],
-        cwd=ROOT,
-        env=child_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait(10)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # -- unix sockets -------------------------------------------------------------------------
@@ -364,7 +341,7 @@ def test_unix_socket_of_a_running_server_is_not_taken_over(
     first keeps serving; a stale file left by a killed server is replaced."""
     path = tmp_path / "s.sock"
     first = serve_app(strategy=strategy, bind=f"unix:{path}", **SMALL[strategy])
-    proc = _servekit("run", "tests.apps.slow:app", "--strategy", strategy, f"--bind=unix:{path}")
+    proc = run_cli("run", "tests.apps.slow:app", "--strategy", strategy, f"--bind=unix:{path}")
     assert proc.returncode == 2 and "'bind'" in proc.stderr and "another server" in proc.stderr
     assert _unix_get(path).endswith(b"ok")
     first.stop(9)  # SIGKILL: the socket file stays behind
@@ -377,7 +354,7 @@ def test_bind_refuses_a_path_that_is_not_a_socket(tmp_path: Path) -> None:
     """A regular file at the socket path is never deleted to make room: exit 2."""
     path = tmp_path / "important.txt"
     path.write_text("keep me")
-    proc = _servekit("run", "tests.apps.slow:app", "--strategy", "dev", f"--bind=unix:{path}")
+    proc = run_cli("run", "tests.apps.slow:app", "--strategy", "dev", f"--bind=unix:{path}")
     assert proc.returncode == 2 and "is not a socket" in proc.stderr
     assert path.read_text() == "keep me"
 
@@ -461,7 +438,7 @@ def test_guard_off_is_explicit_and_noted(value: str) -> None:
 def test_guard_error_refuses_to_start(strategy: str) -> None:
     """guard=error: exit 2 naming guard, nothing served."""
     port = free_port()
-    proc = _servekit(
+    proc = run_cli(
         "run",
         "tests.apps.slow:app",
         "--strategy",
