@@ -128,14 +128,15 @@ def run_cli(
 
 
 def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc)."""
+    """Living direct children of ``pid`` (from /proc); an exited child not yet reaped
+    (a zombie) is left out."""
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 stat = (entry / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if ppid == pid:
+                state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+                if int(ppid) == pid and state not in ("Z", "X"):
                     out.append(int(entry.name))
     return out
 
@@ -456,10 +457,17 @@ class Load:
 
 
 def rss_kib(pid: int) -> int:
-    """Resident memory of ``pid`` in KiB (from /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """Resident memory of ``pid`` in KiB (from /proc).
+
+    A process that has exited but is not reaped yet (a zombie: a worker being
+    recycled) has no memory line; that is ``ProcessLookupError``, like a process gone.
+    """
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    for line in status:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
+    if any(line.startswith("State:") and line.split()[1] in "ZX" for line in status):
+        raise ProcessLookupError(pid)
     raise AssertionError(f"no VmRSS for {pid}")
 
 
