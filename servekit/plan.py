@@ -573,6 +573,9 @@ def _tls_pair_problem(certfile: str, keyfile: str) -> tuple[str, str] | None:
         if asked_for_password:
             return "keyfile", f"the key in {keyfile!r} is encrypted; give an unencrypted key"
         if "KEY_VALUES_MISMATCH" in str(exc):
-            return "keyfile", f"the key in {keyfile!r} does not belong to the certificate in {certfile!r}"
+            return (
+                "keyfile",
+                f"the key in {keyfile!r} does not belong to the certificate in {certfile!r}",
+            )
         return "keyfile", f"the file {keyfile!r} holds no PEM private key"
     return None

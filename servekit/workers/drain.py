@@ -14,13 +14,21 @@ fork; workers inherit it. Without it (a worker class used under plain gunicorn)
 
 from __future__ import annotations
 
+import errno
 import mmap
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from servekit.sockets import BacklogWatch
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = [
+    "RETRY_ACCEPT_ERRNOS",
     "SIGNALLED_WAIT_SECONDS",
+    "StopClock",
     "announce_stop",
     "drain_deadline",
     "prepare",
@@ -29,6 +37,9 @@ __all__ = [
 ]
 
 _flag: mmap.mmap | None = None
+#: accept() errors that mean "nothing for this worker after all": a sibling took the
+#: connection first, or its client gave up while it was queued
+RETRY_ACCEPT_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED})
 #: how long a worker that got SIGTERM/SIGINT looks for the master's announcement
 SIGNALLED_WAIT_SECONDS = 0.5
 _ANNOUNCEMENT_POLL_SECONDS = 0.01
@@ -88,3 +99,31 @@ def drain_deadline(cfg: Any, since: float | None = None) -> float:
     """
     start = time.monotonic() if since is None else since
     return start + float(cfg.graceful_timeout)
+
+
+class StopClock:
+    """Mixin for servekit's gunicorn workers, listed before gunicorn's worker class:
+    remembers when SIGTERM/SIGINT arrived, the moment a graceful stop's time counts from.
+    """
+
+    _stop_signalled_at: float | None = None
+    cfg: Any
+    sockets: Any
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM (and SIGINT under servekit): note the time, then gunicorn's handling."""
+        if self._stop_signalled_at is None:
+            self._stop_signalled_at = time.monotonic()
+        super().handle_exit(sig, frame)  # type: ignore[misc]
+
+    def stop_announced(self, sleep: Callable[[float], Any] = time.sleep) -> bool:
+        """Whether this stop is the whole server's (see :func:`stop_announced`)."""
+        return stop_announced(self._stop_signalled_at, sleep)
+
+    def backlog_watch(self, listeners: Sequence[Any] | None = None) -> BacklogWatch:
+        """A watch on the listen queue of ``listeners`` (this worker's by default) that
+        ends when the queue stays empty or the graceful timeout runs out."""
+        return BacklogWatch(
+            self.sockets if listeners is None else listeners,
+            drain_deadline(self.cfg, self._stop_signalled_at),
+        )

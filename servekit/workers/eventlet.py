@@ -20,8 +20,7 @@ from gunicorn import util
 from gunicorn.sock import ssl_context
 from gunicorn.workers.base_async import AsyncWorker
 
-from servekit.sockets import BacklogWatch
-from servekit.workers.drain import drain_deadline, stop_announced
+from servekit.workers.drain import StopClock
 
 if TYPE_CHECKING:
     import ssl
@@ -98,7 +97,7 @@ class _PatchLogHandler(logging.Handler):
         get_logger().debug(record.getMessage(), logger="eventlet")
 
 
-class EventletWorker(AsyncWorker):  # type: ignore[misc]
+class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
     """Gunicorn worker that serves each connection in an eventlet green thread.
 
     Up to ``worker_connections`` connections are served at once per worker,
@@ -117,7 +116,6 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
         self._reopen_logs = False
         self._ssl_context: ssl.SSLContext | None = None
         self._wsgi_local: Any = None
-        self._stop_signalled_at: float | None = None
 
     # -- process setup -------------------------------------------------------
 
@@ -154,12 +152,6 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
     # hub itself, where switching is forbidden. They only set flags; the
     # wake-up pipe gunicorn registers with signal.set_wakeup_fd() then rouses
     # the main green thread, which acts on them.
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """SIGTERM (and SIGINT under servekit): stop accepting, drain, finish."""
-        if self._stop_signalled_at is None:
-            self._stop_signalled_at = time.monotonic()
-        super().handle_exit(sig, frame)
 
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
         """Ask the main green thread to exit without waiting for requests."""
@@ -314,7 +306,7 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
         """
         import eventlet
 
-        if stop_announced(self._stop_signalled_at, eventlet.sleep):
+        if self.stop_announced(eventlet.sleep):
             self._drain_gated(listener, address, sock, pool)
             return
         # gunicorn reads the accept queue length from TCP_INFO on Linux and
@@ -341,7 +333,7 @@ class EventletWorker(AsyncWorker):  # type: ignore[misc]
         """Accept from a gated listener whenever a slot is free, until its queue stays empty."""
         import eventlet
 
-        watch = BacklogWatch([listener], drain_deadline(self.cfg, self._stop_signalled_at))
+        watch = self.backlog_watch([listener])
         sock.settimeout(_DRAIN_WAIT)
         while (ready := watch.poll()) is not None:
             if not ready:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 from gevent.pool import Pool
@@ -17,11 +17,7 @@ from gevent.server import StreamServer
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
-from servekit.sockets import BacklogWatch
-from servekit.workers.drain import drain_deadline, stop_announced
-
-if TYPE_CHECKING:
-    from types import FrameType
+from servekit.workers.drain import StopClock
 
 __all__ = ["GeventWorker"]
 
@@ -30,7 +26,7 @@ _TICK_SECONDS = 0.1
 _DRAIN_POLL_SECONDS = 0.01
 
 
-class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
+class GeventWorker(StopClock, _GunicornGeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker with a drain: on a graceful stop of the whole server,
     its servers keep accepting (while their pool has room) until the listen queue
     stays empty; then they close and the requests in flight get the rest of
@@ -39,16 +35,6 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
     gunicorn's gevent worker closes its listener on SIGTERM: connections still queued
     there are reset when the last worker closes it, after their clients sent a request.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stop_signalled_at: float | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """SIGTERM (and SIGINT under servekit): drain, then finish what is in flight."""
-        if self._stop_signalled_at is None:
-            self._stop_signalled_at = time.monotonic()
-        super().handle_exit(sig, frame)
 
     def _start_servers(self) -> list[StreamServer]:
         """One StreamServer per listener, each with a pool of ``worker_connections``."""
@@ -75,17 +61,16 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
         while self.alive:
             self.notify()
             gevent.sleep(_TICK_SECONDS)
-        deadline = drain_deadline(self.cfg, self._stop_signalled_at)
-        if stop_announced(self._stop_signalled_at, gevent.sleep):
+        watch = self.backlog_watch()
+        if self.stop_announced(gevent.sleep):
             # The servers are still accepting; wait until nothing is left queued.
-            watch = BacklogWatch(self.sockets, deadline)
             while watch.poll() is not None:
                 self.notify()
                 gevent.sleep(_DRAIN_POLL_SECONDS)
         for server in servers:
             server.close()
         while any(server.pool.free_count() != server.pool.size for server in servers):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= watch.deadline:
                 self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
                 for server in servers:
                     server.stop(timeout=1)

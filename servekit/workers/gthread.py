@@ -5,27 +5,20 @@ Use it as ``worker_class = "servekit.workers.gthread.ThreadWorker"``.
 
 from __future__ import annotations
 
-import errno
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
-from servekit.sockets import BacklogWatch
 from servekit.workers.clients import adopt
-from servekit.workers.drain import drain_deadline, stop_announced
-
-if TYPE_CHECKING:
-    from types import FrameType
+from servekit.workers.drain import RETRY_ACCEPT_ERRNOS, StopClock
 
 __all__ = ["ThreadWorker"]
 
 _IDLE_POLL_SECONDS = 0.01
-_RETRY_ACCEPT_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED})
 
 
-class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
+class ThreadWorker(StopClock, _GunicornThreadWorker):  # type: ignore[misc]
     """``threads`` requests at once, as gunicorn's; on a graceful stop of the whole
     server it keeps accepting while it has a free thread, until the listen queue
     stays empty.
@@ -42,7 +35,6 @@ class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._stop_signalled_at: float | None = None
         self._drained = False
 
     def accept(self, listener: Any) -> None:
@@ -51,18 +43,12 @@ class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
         try:
             client, addr = listener.accept()
         except OSError as exc:
-            if exc.errno in _RETRY_ACCEPT_ERRNOS:
+            if exc.errno in RETRY_ACCEPT_ERRNOS:
                 return
             raise
         self.nr_conns += 1
         client = adopt(client, float(self.cfg.timeout))
         self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """SIGTERM (and SIGINT under servekit): finish what is in flight, then drain."""
-        if self._stop_signalled_at is None:
-            self._stop_signalled_at = time.monotonic()
-        super().handle_exit(sig, frame)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """Stop accepting; when the whole server stops, first drain the listen queue.
@@ -70,12 +56,7 @@ class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
         gunicorn's ``run()`` calls this with False once, when its main loop ends and
         before it waits for the connections it holds: the place to take the queued ones.
         """
-        if (
-            not enabled
-            and not self.alive
-            and not self._drained
-            and stop_announced(self._stop_signalled_at)
-        ):
+        if not enabled and not self.alive and not self._drained and self.stop_announced():
             self._drained = True
             super().set_accept_enabled(False)
             self.drain_backlog()
@@ -83,7 +64,7 @@ class ThreadWorker(_GunicornThreadWorker):  # type: ignore[misc]
 
     def drain_backlog(self) -> None:
         """Accept queued connections whenever a thread is free, until the queue stays empty."""
-        watch = BacklogWatch(self.sockets, drain_deadline(self.cfg, self._stop_signalled_at))
+        watch = self.backlog_watch()
         while (ready := watch.poll()) is not None:
             self.notify()
             if ready and self.nr_conns < self.worker_connections:

@@ -25,8 +25,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.wsgi import WSGIContainer
 
-from servekit.sockets import BacklogWatch
-from servekit.workers.drain import SIGNALLED_WAIT_SECONDS, drain_deadline, server_stopping
+from servekit.workers.drain import SIGNALLED_WAIT_SECONDS, StopClock, server_stopping
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -418,17 +417,10 @@ def _skip_joining_request_threads() -> None:
         register(exit_now)
 
 
-class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
+class TornadoWorker(StopClock, gtornado.TornadoWorker):  # type: ignore[misc]
     """Gunicorn tornado worker: threaded WSGI, graceful drain, gunicorn access log."""
 
     _shutdown: asyncio.Event
-    _stop_signalled_at: float | None = None
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        """SIGTERM (and SIGINT under servekit): drain, then finish what is in flight."""
-        if self._stop_signalled_at is None:
-            self._stop_signalled_at = time.monotonic()
-        super().handle_exit(sig, frame)
 
     def run(self) -> None:
         """Serve until told to stop, then drain in-flight requests and exit."""
@@ -508,9 +500,7 @@ class TornadoWorker(gtornado.TornadoWorker):  # type: ignore[misc]
         if await self._stop_announced():
             # servekit's master closed the listeners' gate: the queue only shrinks.
             # Keep accepting (while threads are free) until it stays empty.
-            watch = BacklogWatch(
-                server.listening_sockets(), drain_deadline(self.cfg, self._stop_signalled_at)
-            )
+            watch = self.backlog_watch(server.listening_sockets())
             while watch.poll() is not None:
                 await asyncio.sleep(_GATE_POLL_SECONDS)
         server.stop_listening(max(0, int(self.cfg.backlog)))
