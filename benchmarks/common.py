@@ -45,6 +45,7 @@ class Settings:
     cpu_rounds: int = 5
     cpu_connections: int = 16
     warmup_seconds: float = 1.0
+    memory_repeat: int = 3
     sections: tuple[str, ...] = ("imports", "startup", "overhead", "ceiling", "cpu")
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +64,7 @@ class Settings:
             cpu_seconds=1.0,
             cpu_rounds=1,
             warmup_seconds=1.0,
+            memory_repeat=1,
             sections=sections,
         )
 

@@ -1,19 +1,31 @@
-"""Section 5's cause: how much each import adds to one process's RSS.
+"""Section 5's cause: how much each import adds to one process's RSS, and whether
+servekit's extra memory grows with the number of workers.
 
 A gunicorn worker is a fork of its master, so whatever the master imported is in
-every worker's RSS too. Each step below is a fresh interpreter that imports one
-more layer and reports its RSS.
+every worker's RSS too. Each step of :data:`STEPS` is a fresh interpreter that
+imports one more layer and reports its RSS. :func:`worker_sweep` starts servekit and
+bare gunicorn with 1, 2 and 4 workers and reads RSS and PSS of all their processes:
+RSS counts a page shared by the forked processes once per process, PSS splits it
+between them, so the sum of PSS is the memory the server really takes.
 """
 
 from __future__ import annotations
 
 import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import ROOT
-from benchmarks.specs import APP, BIN
+from benchmarks.common import median
+from benchmarks.procs import ROOT, Server
+from benchmarks.specs import APP, BIN, gunicorn_spec, servekit_spec
 
-__all__ = ["STEPS", "import_rss"]
+__all__ = ["STEPS", "SWEEP_WORKERS", "import_rss", "worker_sweep"]
+
+SWEEP_WORKERS = (1, 2, 4)
+#: seconds after the first 200 OK before memory is read (every worker has booted)
+_SETTLE_SECONDS = 1.0
+_WARM_REQUESTS = 50
 
 _GUNICORN = "import gunicorn.app.wsgiapp, gunicorn.arbiter, gunicorn.workers.sync"
 STEPS: tuple[tuple[str, str], ...] = (
@@ -60,4 +72,40 @@ def import_rss(repeat: int = 3) -> list[dict[str, Any]]:
         rows.append(
             {"step": label, "code": code, "rss_kib": samples[len(samples) // 2], "modules": modules}
         )
+    return rows
+
+
+def _booted_memory(spec: Any, log_dir: Path) -> tuple[int, int, int]:
+    """``(processes, total RSS, total PSS)`` in bytes of ``spec`` once booted and warm."""
+    server = Server.start(spec, log_dir)
+    try:
+        server.wait_ready()
+        time.sleep(_SETTLE_SECONDS)
+        for _ in range(_WARM_REQUESTS):
+            server.wait_idle(timeout=5)
+        rows = server.memory()
+    finally:
+        server.stop()
+    return len(rows), sum(rss for _, rss, _ in rows), sum(pss for _, _, pss in rows)
+
+
+def worker_sweep(log_dir: Path, strategy: str = "sync", repeat: int = 3) -> list[dict[str, Any]]:
+    """servekit run against bare gunicorn at each of :data:`SWEEP_WORKERS` workers:
+    total RSS and PSS (bytes, median of ``repeat`` interleaved starts)."""
+    rows = []
+    for workers in SWEEP_WORKERS:
+        specs = {
+            "servekit": servekit_spec(strategy, workers=workers),
+            "gunicorn": gunicorn_spec(strategy, workers=workers),
+        }
+        samples: dict[str, list[tuple[int, int, int]]] = {name: [] for name in specs}
+        for _ in range(repeat):
+            for name, spec in specs.items():
+                samples[name].append(_booted_memory(spec, log_dir))
+        row: dict[str, Any] = {"strategy": strategy, "workers": workers}
+        for name, got in samples.items():
+            row[f"{name}_processes"] = got[0][0]
+            row[f"{name}_rss"] = median([float(rss) for _, rss, _ in got])
+            row[f"{name}_pss"] = median([float(pss) for _, _, pss in got])
+        rows.append(row)
     return rows

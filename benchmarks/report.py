@@ -413,6 +413,37 @@ def _memory(section: dict[str, Any]) -> str:
             "step (each worker is a fork of the master, so it starts with the master's modules):\n\n"
             + _table(["imported", "RSS MiB", "vs bare gunicorn", "modules"], table)
         )
+    sweep = section.get("worker_sweep") or []
+    if sweep:
+        table = []
+        for row in sweep:
+            rss_extra = row["servekit_rss"] - row["gunicorn_rss"]
+            pss_extra = row["servekit_pss"] - row["gunicorn_pss"]
+            table.append(
+                [
+                    f"{row['strategy']}, {row['workers']} worker(s)",
+                    f"{_mib(row['servekit_rss'])} / {_mib(row['gunicorn_rss'])}",
+                    f"{rss_extra / 2**20:+.1f}",
+                    f"{_mib(row['servekit_pss'])} / {_mib(row['gunicorn_pss'])}",
+                    f"{pss_extra / 2**20:+.1f}",
+                ]
+            )
+        parts.append(
+            "Does the difference grow with the workers? Booted and warm (50 requests), median "
+            "of the interleaved starts. RSS counts a page shared by the forked processes "
+            "once per process; PSS splits it between them, so total PSS is the memory the "
+            "server really takes:\n\n"
+            + _table(
+                [
+                    "config",
+                    "total RSS MiB servekit / gunicorn",
+                    "RSS extra MiB",
+                    "total PSS MiB servekit / gunicorn",
+                    "PSS extra MiB",
+                ],
+                table,
+            )
+        )
     return "\n\n".join(parts)
 
 

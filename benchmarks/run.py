@@ -46,10 +46,14 @@ def _run_section(name: str, settings: Settings, log_dir: Path) -> Any:
 
         return run_startup(settings, log_dir)
     if name == "overhead":
-        from benchmarks.memory import import_rss
+        from benchmarks.memory import import_rss, worker_sweep
         from benchmarks.overhead import run_overhead
 
-        return {"pairs": run_overhead(settings, log_dir), "import_rss": import_rss()}
+        return {
+            "pairs": run_overhead(settings, log_dir),
+            "import_rss": import_rss(),
+            "worker_sweep": worker_sweep(log_dir, repeat=settings.memory_repeat),
+        }
     if name == "ceiling":
         from benchmarks.ceiling import run_ceiling
 
