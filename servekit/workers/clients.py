@@ -4,18 +4,21 @@ gunicorn's sync and threaded workers read a request with a blocking socket and n
 time limit. A client that sends half a request head and then nothing holds a sync
 worker until the master kills it for silence (its client then gets a 500), and a
 gthread thread for good: a handful of such clients takes a server down. Here a
-read that waits longer than the read timeout ends as if the client had gone away
+read that waits longer than the limit ends as if the client had gone away
 (gunicorn's ``NoMoreData``): the connection is closed quietly and the worker or
 thread serves the next one.
 
-The limit is the kernel's (``SO_RCVTIMEO``/``SO_SNDTIMEO``) on a socket that stays
-in plain blocking mode. Python's own ``settimeout()`` would do the same with a
+The limit is the kernel's (``SO_RCVTIMEO``/``SO_SNDTIMEO``) on a socket that stays in
+plain blocking mode. Python's own ``settimeout()`` would do the same with a
 non-blocking socket and a ``poll()`` before every ``recv``/``send``: a quarter more
-system calls per request, measured as 7 % of gthread's throughput (BENCHMARKS.md).
+system calls per request, 7 % of gthread's throughput (BENCHMARKS.md). Set on a TCP
+listener, the two options are copied by the kernel into every connection it accepts,
+so a connection costs no system call more than gunicorn's own accept; a unix socket
+listener does not pass them on, and there each connection gets them itself.
+
 A timed-out kernel wait fails with ``EAGAIN``, which a blocking socket raises as
-``BlockingIOError``; reads turn it into ``NoMoreData``, a write raises it as the
-socket error it is (gunicorn logs it and closes the connection, as it did for
-``settimeout()``'s ``TimeoutError``).
+``BlockingIOError``: reads turn it into ``NoMoreData``; a write lets it through as the
+socket error it is (gunicorn logs it and closes the connection).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Any
 
 from gunicorn.http.errors import NoMoreData
 
-__all__ = ["TimedClientSocket", "adopt"]
+__all__ = ["ClientLimit", "TimedClientSocket"]
+
+_NO_TIMEOUT = bytes(struct.calcsize("@ll"))
 
 
 class TimedClientSocket(socket.socket):
@@ -49,7 +54,7 @@ class TimedClientSocket(socket.socket):
             return super().recv_into(buffer, nbytes, flags)
         except BlockingIOError:
             if self.gettimeout() is not None:
-                raise  # a non-blocking read that found nothing: not a timeout
+                raise
             raise NoMoreData(b"") from None
 
 
@@ -59,13 +64,38 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
 
 
-def adopt(client: socket.socket, read_timeout: float) -> socket.socket:
-    """``client`` in blocking mode; as a :class:`TimedClientSocket` whose reads and
-    writes wait at most ``read_timeout`` seconds (unchanged if 0: no limit)."""
-    client.setblocking(True)
-    if read_timeout <= 0:
-        return client
-    timeval = _timeval(read_timeout)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    return TimedClientSocket(client.family, client.type, client.proto, fileno=client.detach())
+def _limit(sock: Any, timeval: bytes) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+class ClientLimit:
+    """Accepts connections whose reads and writes wait at most ``seconds`` (0: no limit).
+
+    Create it in the worker once its listeners are set up; it puts the limit on them.
+    """
+
+    def __init__(self, listeners: list[Any], seconds: float) -> None:
+        self.timeval = _timeval(seconds) if seconds > 0 else None
+        #: per listener (by descriptor): whether accepted connections inherit the limit
+        self._inherits: dict[int, bool] = {}
+        if self.timeval is not None:
+            for listener in listeners:
+                _limit(listener, self.timeval)
+
+    def accept(self, listener: Any) -> tuple[socket.socket, Any]:
+        """``listener.accept()``, as a :class:`TimedClientSocket` in blocking mode.
+
+        Raises what ``accept()`` raises (``BlockingIOError`` when a sibling was quicker).
+        """
+        fd, addr = listener._accept()
+        if self.timeval is None:
+            return socket.socket(listener.family, listener.type, listener.proto, fileno=fd), addr
+        client = TimedClientSocket(listener.family, listener.type, listener.proto, fileno=fd)
+        inherits = self._inherits.get(fd_key := listener.fileno())
+        if inherits is None:
+            got = client.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, len(_NO_TIMEOUT))
+            inherits = self._inherits[fd_key] = got != _NO_TIMEOUT
+        if not inherits:
+            _limit(client, self.timeval)
+        return client, addr

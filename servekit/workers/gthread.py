@@ -10,7 +10,7 @@ from typing import Any
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
-from servekit.workers.clients import adopt
+from servekit.workers.clients import ClientLimit
 from servekit.workers.drain import RETRY_ACCEPT_ERRNOS, StopClock
 
 __all__ = ["ThreadWorker"]
@@ -41,14 +41,18 @@ class ThreadWorker(StopClock, _GunicornThreadWorker):  # type: ignore[misc]
         """Accept one connection for the thread pool; a client silent for ``timeout``
         seconds while its request is read is let go instead of holding a thread."""
         try:
-            client, addr = listener.accept()
+            client, addr = self._clients.accept(listener)
         except OSError as exc:
             if exc.errno in RETRY_ACCEPT_ERRNOS:
                 return
             raise
         self.nr_conns += 1
-        client = adopt(client, float(self.cfg.timeout))
         self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
+
+    def run(self) -> None:
+        """Serve with the silent-client limit on the listeners (see ``accept``)."""
+        self._clients = ClientLimit(self.sockets, float(self.cfg.timeout))
+        super().run()
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """Stop accepting; when the whole server stops, first drain the listen queue.

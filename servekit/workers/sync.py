@@ -11,7 +11,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
-from servekit.workers.clients import adopt
+from servekit.workers.clients import ClientLimit
 from servekit.workers.drain import RETRY_ACCEPT_ERRNOS, StopClock
 
 __all__ = ["SyncWorker"]
@@ -32,19 +32,19 @@ class SyncWorker(StopClock, _GunicornSyncWorker):  # type: ignore[misc]
     until the master kills it.
     """
 
-    def accept(self, listener: Any) -> None:
-        """Accept one connection and serve it; a client silent for ``timeout / 2``
-        seconds is let go (before the master would kill this worker for it)."""
-        client, addr = listener.accept()
-        client = adopt(client, float(self.timeout))
-        util.close_on_exec(client)
-        self.handle(listener, client, addr)
-
     def run(self) -> None:
         """Serve until told to stop; then serve the queued connections if the server stops."""
+        self._clients = ClientLimit(self.sockets, float(self.timeout))
         super().run()
         if self.stop_announced():
             self.drain_backlog()
+
+    def accept(self, listener: Any) -> None:
+        """Accept one connection and serve it; a client silent for ``timeout / 2``
+        seconds is let go (before the master would kill this worker for it)."""
+        client, addr = self._clients.accept(listener)
+        util.close_on_exec(client)
+        self.handle(listener, client, addr)
 
     def drain_backlog(self) -> None:
         """Accept and serve queued connections until the queue stays empty (or time is up)."""
