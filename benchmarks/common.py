@@ -32,7 +32,7 @@ class Settings:
     """How long and how often each section measures (``--quick`` shrinks everything)."""
 
     overhead_seconds: float = 2.0
-    overhead_rounds: int = 9
+    overhead_rounds: int = 15
     overhead_connections: int = 8
     overhead_workers: int = 2
     startup_rounds: int = 7
