@@ -116,6 +116,15 @@ def goals(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return out
 
 
+#: which section of benchmarks/FINDINGS.md explains a goal, by the goal's first word
+_FINDING_FOR = {"overhead": 1, "start-up": 2, "import": 2, "ceiling": 3, "memory": 5}
+
+
+def _finding(goal: str) -> str:
+    number = _FINDING_FOR.get(goal.split()[0])
+    return f"Findings {number}" if number else ""
+
+
 # -- sections ------------------------------------------------------------------------
 
 
@@ -564,7 +573,10 @@ def write_report(data: dict[str, Any], output: Path, chart_path: Path) -> None:
     if g:
         parts += [
             "## Goals",
-            _table(["goal", "measured", ""], [[a, b, _yes(c)] for a, b, c in g]),
+            _table(
+                ["goal", "measured", "", "why, when not met"],
+                [[a, b, _yes(c), "" if c else _finding(a)] for a, b, c in g],
+            ),
         ]
     if "overhead" in s:
         st = data["settings"]
