@@ -16,6 +16,12 @@ listener, the two options are copied by the kernel into every connection it acce
 so a connection costs no system call more than gunicorn's own accept; a unix socket
 listener does not pass them on, and there each connection gets them itself.
 
+Two paths keep Python's timeout mode, because the kernel's limit does not reach them:
+TLS (OpenSSL retries a timed-out read on a blocking socket for good, so a TLS connection
+gets ``settimeout()`` and its ``TimeoutError``), and ``sendfile()`` (CPython waits in
+``select()`` without a limit once the kernel's send times out, so the socket is in
+timeout mode for the duration of the call).
+
 A timed-out kernel wait fails with ``EAGAIN``, which a blocking socket raises as
 ``BlockingIOError``: reads turn it into ``NoMoreData``; a write lets it through as the
 socket error it is (gunicorn logs it and closes the connection).
@@ -37,7 +43,8 @@ _NO_TIMEOUT = bytes(struct.calcsize("@ll"))
 class TimedClientSocket(socket.socket):
     """A client connection whose blocking reads give up after the kernel's receive timeout."""
 
-    __slots__ = ()
+    __slots__ = ("limit",)
+    limit: float
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """``socket.recv``; a client silent for the read timeout counts as gone."""
@@ -57,6 +64,31 @@ class TimedClientSocket(socket.socket):
                 raise
             raise NoMoreData(b"") from None
 
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """``socket.sendfile`` with the limit on each wait (``TimeoutError`` when it runs out)."""
+        if self.gettimeout() is not None:
+            return super().sendfile(file, offset, count)
+        self.settimeout(self.limit)
+        try:
+            return super().sendfile(file, offset, count)
+        finally:
+            self.settimeout(None)
+
+
+class _TlsClientSocket(socket.socket):
+    """A client connection about to be wrapped in TLS: blocking mode means Python's
+    timeout mode with the limit, which the TLS socket takes over when it wraps this one
+    (gunicorn's gthread worker sets blocking mode just before wrapping)."""
+
+    __slots__ = ("limit",)
+    limit: float
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(self.limit)
+        else:
+            super().setblocking(flag)
+
 
 def _timeval(seconds: float) -> bytes:
     """``seconds`` as a ``struct timeval`` for ``setsockopt``."""
@@ -72,26 +104,39 @@ def _limit(sock: Any, timeval: bytes) -> None:
 class ClientLimit:
     """Accepts connections whose reads and writes wait at most ``seconds`` (0: no limit).
 
-    Create it in the worker once its listeners are set up; it puts the limit on them.
+    Create it in the worker once its listeners are set up. It writes the limit (or its
+    absence) on them: the listening socket outlives a reload with another ``timeout``.
+    With ``tls`` each connection gets Python's timeout mode instead (see above).
     """
 
-    def __init__(self, listeners: list[Any], seconds: float) -> None:
-        self.timeval = _timeval(seconds) if seconds > 0 else None
+    def __init__(self, listeners: list[Any], seconds: float, *, tls: bool = False) -> None:
+        self.seconds = seconds
+        self.tls = tls
+        self.timeval = _timeval(seconds) if seconds > 0 and not tls else None
         #: per listener (by descriptor): whether accepted connections inherit the limit
         self._inherits: dict[int, bool] = {}
-        if self.timeval is not None:
-            for listener in listeners:
-                _limit(listener, self.timeval)
+        for listener in listeners:
+            _limit(listener, self.timeval or _NO_TIMEOUT)
 
     def accept(self, listener: Any) -> tuple[socket.socket, Any]:
-        """``listener.accept()``, as a :class:`TimedClientSocket` in blocking mode.
+        """``listener.accept()``, in blocking mode, with the limit.
 
         Raises what ``accept()`` raises (``BlockingIOError`` when a sibling was quicker).
         """
         fd, addr = listener._accept()
+        if self.tls and self.seconds > 0:
+            tls = _TlsClientSocket(listener.family, listener.type, listener.proto, fileno=fd)
+            tls.limit = self.seconds
+            tls.setblocking(True)
+            return tls, addr
         if self.timeval is None:
-            return socket.socket(listener.family, listener.type, listener.proto, fileno=fd), addr
+            plain = socket.socket(listener.family, listener.type, listener.proto, fileno=fd)
+            plain.setblocking(True)
+            return plain, addr
         client = TimedClientSocket(listener.family, listener.type, listener.proto, fileno=fd)
+        client.limit = self.seconds
+        if socket.getdefaulttimeout() is not None:  # the app set one; not for this socket
+            client.setblocking(True)
         inherits = self._inherits.get(fd_key := listener.fileno())
         if inherits is None:
             got = client.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, len(_NO_TIMEOUT))

@@ -51,7 +51,7 @@ class ThreadWorker(StopClock, _GunicornThreadWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         """Serve with the silent-client limit on the listeners (see ``accept``)."""
-        self._clients = ClientLimit(self.sockets, float(self.cfg.timeout))
+        self._clients = ClientLimit(self.sockets, float(self.cfg.timeout), tls=self.cfg.is_ssl)
         super().run()
 
     def set_accept_enabled(self, enabled: bool) -> None:

@@ -34,7 +34,7 @@ class SyncWorker(StopClock, _GunicornSyncWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         """Serve until told to stop; then serve the queued connections if the server stops."""
-        self._clients = ClientLimit(self.sockets, float(self.timeout))
+        self._clients = ClientLimit(self.sockets, float(self.timeout), tls=self.cfg.is_ssl)
         super().run()
         if self.stop_announced():
             self.drain_backlog()
