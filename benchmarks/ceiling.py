@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Measured, Settings, measure, median, rounds, say
-from benchmarks.procs import Server, stop_all
+from benchmarks.procs import Server, start_all, stop_all
 from benchmarks.specs import ceiling_specs, usable_cpus
 
 __all__ = ["PROBE_LEVEL", "run_ceiling"]
@@ -60,10 +60,7 @@ def run_ceiling(settings: Settings, log_dir: Path) -> dict[str, Any]:
     servers: list[Server] = []
     io_path = f"/io?ms={settings.io_ms}"
     try:
-        for spec in specs:
-            server = Server.start(spec, log_dir)
-            servers.append(server)
-            server.wait_ready()
+        start_all(specs, log_dir, servers)
         for server in servers:
             measure(server, io_path, 8, settings.warmup_seconds)
         probes: dict[str, dict[int, dict[str, Any]]] = {s.spec.key: {} for s in servers}

@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.app import CPU_LOOPS, burn
 from benchmarks.common import Settings, measure, median, rounds, say
-from benchmarks.procs import Server, stop_all
+from benchmarks.procs import Server, start_all, stop_all
 from benchmarks.specs import cpu_specs, usable_cpus
 
 __all__ = ["cpu_request_seconds", "run_cpu"]
@@ -38,10 +38,7 @@ def run_cpu(settings: Settings, log_dir: Path) -> dict[str, Any]:
     path = f"/cpu?loops={CPU_LOOPS}"
     runs: dict[str, list[dict[str, Any]]] = {spec.key: [] for spec in specs}
     try:
-        for spec in specs:
-            server = Server.start(spec, log_dir)
-            servers.append(server)
-            server.wait_ready()
+        start_all(specs, log_dir, servers)
         for server in servers:
             measure(server, path, settings.cpu_connections, settings.warmup_seconds)
         for order in rounds(servers, settings.cpu_rounds):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import median
-from benchmarks.procs import ROOT, Server
+from benchmarks.procs import ROOT, Server, http_get
 from benchmarks.specs import APP, BIN, gunicorn_spec, servekit_spec
 
 __all__ = ["STEPS", "SWEEP_WORKERS", "import_rss", "worker_sweep"]
@@ -82,7 +82,7 @@ def _booted_memory(spec: Any, log_dir: Path) -> tuple[int, int, int]:
         server.wait_ready()
         time.sleep(_SETTLE_SECONDS)
         for _ in range(_WARM_REQUESTS):
-            server.wait_idle(timeout=5)
+            http_get(server.port)
         rows = server.memory()
     finally:
         server.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Settings, measure, median, quantiles, rounds, say
-from benchmarks.procs import Server
+from benchmarks.procs import Server, start_all
 from benchmarks.specs import gunicorn_spec, servekit_spec
 
 __all__ = ["STRATEGIES", "run_overhead"]
@@ -40,10 +40,7 @@ def _pair(settings: Settings, log_dir: Path, strategy: str, access_log: bool) ->
     ]
     servers: list[Server] = []
     try:
-        for spec in specs:
-            server = Server.start(spec, log_dir)
-            servers.append(server)
-            server.wait_ready()
+        start_all(specs, log_dir, servers)
         time.sleep(1.0)  # let every worker finish booting before reading memory
         booted = {s.spec.key: _memory(s) for s in servers}
         for server in servers:

@@ -24,6 +24,7 @@ __all__ = [
     "free_port",
     "http_get",
     "idle_cpu_seconds",
+    "start_all",
     "stop_all",
 ]
 
@@ -215,6 +216,15 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
+
+
+def start_all(specs: list[ServerSpec], log_dir: Path, servers: list[Server]) -> None:
+    """Start every spec and wait until each answers; each is added to ``servers`` as it
+    starts, so the caller's ``finally: stop_all(servers)`` also stops a partial start."""
+    for spec in specs:
+        server = Server.start(spec, log_dir)
+        servers.append(server)
+        server.wait_ready()
 
 
 def stop_all(servers: list[Server], timeout: float = 10.0) -> None:

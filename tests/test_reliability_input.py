@@ -160,41 +160,6 @@ def _bad_ips() -> st.SearchStrategy[str]:
     ).filter(lambda v: v.strip() != "*")
 
 
-@pytest.fixture(scope="module")
-def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, made with openssl."""
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    make_certificate(cert, key)
-    return cert, key
-
-
-def make_certificate(cert: Path, key: Path) -> None:
-    """Write a self-signed certificate for 127.0.0.1 (and localhost) and its key."""
-    subprocess.run(
-        [
-            "/usr/bin/openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def bad_file(tmp: Path) -> st.SearchStrategy[str]:
     """Paths that are no usable PEM file: missing, a directory, or garbage."""
     missing = st.text(string.ascii_letters, min_size=1, max_size=10).map(

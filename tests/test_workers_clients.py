@@ -182,14 +182,13 @@ def test_tls_connections_use_python_timeout_mode(listener: socket.socket) -> Non
 
 @pytest.mark.server
 @pytest.mark.parametrize("strategy", ["sync", "gthread"])
-def test_a_stalled_tls_client_is_let_go(serve_app: Any, strategy: str, tmp_path: Path) -> None:
+def test_a_stalled_tls_client_is_let_go(
+    serve_app: Any, strategy: str, tls_pair: tuple[Path, Path]
+) -> None:
     """Over TLS, a client that stalls mid-request holds the only worker/thread only until
     the limit (sync: timeout/2, gthread: timeout); the next client is then served, by the
     same worker (not one the master killed for silence)."""
-    from tests.test_reliability_input import make_certificate
-
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    make_certificate(cert, key)
+    cert, key = tls_pair
     sizes = {"workers": 1} if strategy == "sync" else {"workers": 1, "threads": 1}
     server = serve_app(strategy=strategy, certfile=str(cert), keyfile=str(key), timeout=6, **sizes)
     port = int(server.url.rsplit(":", 1)[1])
