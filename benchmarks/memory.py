@@ -34,12 +34,12 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("+ structlog", f"{_GUNICORN}; import structlog"),
     (
         "+ servekit's gunicorn modules (gunicorn_app, gunicorn_log, logs: structlog)",
-        f"{_GUNICORN}; import servekit.gunicorn_app",
+        f"{_GUNICORN}; import servekit.backends.gunicorn.app",
     ),
-    ("+ pydantic", f"{_GUNICORN}; import servekit.gunicorn_app, pydantic"),
+    ("+ pydantic", f"{_GUNICORN}; import servekit.backends.gunicorn.app, pydantic"),
     (
         "+ servekit.cli and a resolved plan (what `servekit run` holds)",
-        f"{_GUNICORN}; import servekit.gunicorn_app, servekit.cli, servekit.plan; "
+        f"{_GUNICORN}; import servekit.backends.gunicorn.app, servekit.cli, servekit.plan; "
         f"servekit.plan.resolve({APP!r}, 'sync', source='cli', workers=2)",
     ),
 )

@@ -101,7 +101,7 @@ def servekit_gunicorn_settings(
     Read from servekit's own mapping, so the bare gunicorn command stays identical to
     what servekit runs when that mapping changes (e.g. ``keepalive`` per worker class).
     """
-    from servekit.gunicorn_app import gunicorn_settings
+    from servekit.backends.gunicorn.app import gunicorn_settings
     from servekit.plan import resolve
 
     options: dict[str, Any] = {"workers": workers}

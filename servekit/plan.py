@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from servekit.backends import ALIASES, REGISTRY, load_strategy
+from servekit.backends.base import Strategy
 from servekit.config import AutoConfig, StrategyConfig, parse_bind
 from servekit.errors import ConfigError, DevServerWarning
 from servekit.guards import detect_environment, is_loopback
 from servekit.sizing import usable_cpus
-from servekit.strategies import ALIASES, REGISTRY, load_strategy
-from servekit.strategies.base import Strategy
 
 __all__ = [
     "ENV_PREFIX",

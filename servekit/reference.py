@@ -16,8 +16,8 @@ __all__ = ["option_reference", "render_markdown"]
 
 def option_reference() -> list[dict[str, Any]]:
     """Every option as documented: name, type, default, env var, CLI flag, strategies, help."""
+    from servekit.backends import REGISTRY, load_strategy
     from servekit.config import AutoConfig, StrategyConfig
-    from servekit.strategies import REGISTRY, load_strategy
 
     models: list[type[StrategyConfig]] = [load_strategy(n).config for n in REGISTRY]
     models.append(AutoConfig)

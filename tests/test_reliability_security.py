@@ -150,7 +150,7 @@ def test_debugger_beyond_loopback_exits_2_even_with_guard_off() -> None:
 def test_no_proxy_is_trusted_beyond_loopback_by_default(strategy: str) -> None:
     """forwarded_allow_ips defaults to loopback, never '*', and gunicorn's own
     FORWARDED_ALLOW_IPS variable does not reach the embedded gunicorn."""
-    from servekit.gunicorn_app import gunicorn_settings
+    from servekit.backends.gunicorn.app import gunicorn_settings
 
     environ = {"FORWARDED_ALLOW_IPS": "*", "SERVEKIT_ENV": "production"}
     plan = resolve(None, strategy, environ=environ, cpus=1)

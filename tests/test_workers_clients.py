@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from gunicorn.http.errors import NoMoreData
 
-from servekit.workers.clients import ClientLimit, TimedClientSocket
+from servekit.backends.gunicorn.workers.clients import ClientLimit, TimedClientSocket
 from tests.conftest import children_of
 
 NO_TIMEOUT = bytes(struct.calcsize("@ll"))

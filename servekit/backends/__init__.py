@@ -1,6 +1,6 @@
 """The registry of serving strategies: name -> ``"module:attribute"``, loaded lazily.
 
-Adding a strategy is one module with a :class:`~servekit.strategies.base.Strategy`
+Adding a strategy is one module with a :class:`~servekit.backends.base.Strategy`
 subclass and one line here (plus its name in :data:`StrategyName`).
 """
 
@@ -11,19 +11,19 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from servekit.strategies.base import Strategy
+    from servekit.backends.base import Strategy
 
 __all__ = ["ALIASES", "REGISTRY", "StrategyName", "load_strategy"]
 
 REGISTRY: dict[str, str] = {
-    "dev": "servekit.strategies.werkzeug:Dev",
-    "threaded": "servekit.strategies.werkzeug:Threaded",
-    "processes": "servekit.strategies.werkzeug:Processes",
-    "sync": "servekit.strategies.gunicorn:Sync",
-    "gthread": "servekit.strategies.gunicorn:Gthread",
-    "gevent": "servekit.strategies.gunicorn:Gevent",
-    "eventlet": "servekit.strategies.gunicorn:Eventlet",
-    "tornado": "servekit.strategies.gunicorn:Tornado",
+    "dev": "servekit.backends.werkzeug:Dev",
+    "threaded": "servekit.backends.werkzeug:Threaded",
+    "processes": "servekit.backends.werkzeug:Processes",
+    "sync": "servekit.backends.gunicorn:Sync",
+    "gthread": "servekit.backends.gunicorn:Gthread",
+    "gevent": "servekit.backends.gunicorn:Gevent",
+    "eventlet": "servekit.backends.gunicorn:Eventlet",
+    "tornado": "servekit.backends.gunicorn:Tornado",
 }
 ALIASES: dict[str, str] = {"werkzeug": "dev"}
 

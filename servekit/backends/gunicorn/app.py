@@ -13,7 +13,7 @@ What this module guards against (see DESIGN §4):
   ``serve()`` in every worker. Workers end with ``os._exit`` instead.
 * SIGINT drains like SIGTERM (gunicorn's SIGINT is a quick shutdown).
 * a graceful stop loses no queued connection: the master closes the listeners'
-  gate and tells the workers (servekit.workers.drain), which serve what the
+  gate and tells the workers (servekit.backends.gunicorn.workers.drain), which serve what the
   kernel had queued before they exit.
 """
 
@@ -31,11 +31,11 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError, HaltServer
 
+from servekit.backends.gunicorn.log import GunicornLogger
+from servekit.backends.gunicorn.workers import drain
 from servekit.errors import ConfigError
-from servekit.gunicorn_log import GunicornLogger
 from servekit.loading import load_app
 from servekit.sockets import bind_listener, close_gate, has_queued
-from servekit.workers import drain
 
 if TYPE_CHECKING:
     from servekit.plan import Plan

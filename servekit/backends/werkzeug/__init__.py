@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from servekit.backends.base import Strategy
 from servekit.config import DevConfig, ProcessesConfig, StrategyConfig, ThreadedConfig
-from servekit.strategies.base import Strategy
 
 if TYPE_CHECKING:
     from servekit.plan import Plan
@@ -25,7 +25,7 @@ class _Werkzeug(Strategy):
     server: ClassVar[str] = "werkzeug"
 
     def run(self, plan: Plan) -> int:
-        from servekit.werkzeug_server import serve_werkzeug
+        from servekit.backends.werkzeug.server import serve_werkzeug
 
         return serve_werkzeug(plan)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from servekit.backends.base import Strategy
 from servekit.config import (
     EventletConfig,
     GeventConfig,
@@ -12,7 +13,6 @@ from servekit.config import (
     SyncConfig,
     TornadoConfig,
 )
-from servekit.strategies.base import Strategy
 
 if TYPE_CHECKING:
     from servekit.plan import Plan
@@ -53,12 +53,12 @@ class _Gunicorn(Strategy):
     def check(self, cfg: StrategyConfig) -> None:
         extra = getattr(cfg, "gunicorn", None)
         if extra:
-            from servekit.gunicorn_app import check_extra_settings
+            from servekit.backends.gunicorn.app import check_extra_settings
 
             check_extra_settings(extra)
 
     def run(self, plan: Plan) -> int:
-        from servekit.gunicorn_app import serve_gunicorn
+        from servekit.backends.gunicorn.app import serve_gunicorn
 
         return serve_gunicorn(plan)
 
@@ -68,7 +68,7 @@ class Sync(_Gunicorn):
 
     name: ClassVar[str] = "sync"
     config: ClassVar[type[StrategyConfig]] = SyncConfig
-    worker_class: ClassVar[str | None] = "servekit.workers.sync.SyncWorker"
+    worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.sync.SyncWorker"
 
     def defaults(self, cpus: int) -> dict[str, Any]:
         return {"workers": 2 * cpus + 1}
@@ -80,7 +80,7 @@ class Gthread(_Gunicorn):
 
     name: ClassVar[str] = "gthread"
     config: ClassVar[type[StrategyConfig]] = GthreadConfig
-    worker_class: ClassVar[str | None] = "servekit.workers.gthread.ThreadWorker"
+    worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.gthread.ThreadWorker"
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
     def defaults(self, cpus: int) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class Gevent(_Cooperative):
 
     name: ClassVar[str] = "gevent"
     config: ClassVar[type[StrategyConfig]] = GeventConfig
-    worker_class: ClassVar[str | None] = "servekit.workers.gevent.GeventWorker"
+    worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.gevent.GeventWorker"
     requires: ClassVar[tuple[tuple[str, str], ...]] = (
         ("gevent", "gevent"),
         ("packaging", "gevent"),
@@ -127,7 +127,7 @@ class Eventlet(_Cooperative):
 
     name: ClassVar[str] = "eventlet"
     config: ClassVar[type[StrategyConfig]] = EventletConfig
-    worker_class: ClassVar[str | None] = "servekit.workers.eventlet.EventletWorker"
+    worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.eventlet.EventletWorker"
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("eventlet", "eventlet"),)
     advice: ClassVar[str | None] = (
         "eventlet is maintained in bugfix-only mode upstream; prefer 'gevent' for new projects"
@@ -139,7 +139,7 @@ class Tornado(_Gunicorn):
 
     name: ClassVar[str] = "tornado"
     config: ClassVar[type[StrategyConfig]] = TornadoConfig
-    worker_class: ClassVar[str | None] = "servekit.workers.tornado.TornadoWorker"
+    worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.tornado.TornadoWorker"
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("tornado", "tornado"),)
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 

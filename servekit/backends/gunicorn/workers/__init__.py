@@ -1,0 +1,1 @@
+"""Gunicorn worker classes that servekit ships itself."""
