@@ -39,8 +39,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("+ pydantic", f"{_GUNICORN}; import servekit.backends.gunicorn.app, pydantic"),
     (
         "+ servekit.cli and a resolved plan (what `servekit run` holds)",
-        f"{_GUNICORN}; import servekit.backends.gunicorn.app, servekit.cli, servekit.plan; "
-        f"servekit.plan.resolve({APP!r}, 'sync', source='cli', workers=2)",
+        f"{_GUNICORN}; import servekit.backends.gunicorn.app, servekit.cli, servekit.resolver; "
+        f"servekit.resolver.resolve({APP!r}, 'sync', source='cli', workers=2)",
     ),
 )
 

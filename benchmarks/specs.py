@@ -102,7 +102,7 @@ def servekit_gunicorn_settings(
     what servekit runs when that mapping changes (e.g. ``keepalive`` per worker class).
     """
     from servekit.backends.gunicorn.app import gunicorn_settings
-    from servekit.plan import resolve
+    from servekit.resolver import resolve
 
     options: dict[str, Any] = {"workers": workers}
     if strategy in ("gthread", "tornado"):

@@ -23,7 +23,7 @@ SETTLE_SECONDS = 1.0
 #: what ``servekit run`` imports before gunicorn's arbiter starts, and what it resolves
 RUN_PATH = (
     "import servekit.cli, servekit.backends.gunicorn.app; "
-    f"servekit.plan.resolve({APP!r}, 'gthread', source='cli', workers=2)"
+    f"servekit.resolver.resolve({APP!r}, 'gthread', source='cli', workers=2)"
 )
 
 

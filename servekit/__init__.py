@@ -29,7 +29,8 @@ if TYPE_CHECKING:
         ThreadedConfig,
         TornadoConfig,
     )
-    from servekit.plan import Plan, Setting, resolve
+    from servekit.plan import Plan, Setting
+    from servekit.resolver import resolve
     from servekit.run import serve
 
 __version__ = "0.1.0"
@@ -67,7 +68,7 @@ _LAZY = {
     "TornadoConfig": "servekit.config",
     "Plan": "servekit.plan",
     "Setting": "servekit.plan",
-    "resolve": "servekit.plan",
+    "resolve": "servekit.resolver",
     "serve": "servekit.run",
 }
 

@@ -11,11 +11,43 @@ from typing import Any
 
 from servekit import __version__
 from servekit.errors import ConfigError
-from servekit.plan import ENV_PREFIX, Plan, all_options, resolve
+from servekit.plan import Plan
 from servekit.reference import option_reference
+from servekit.resolver import ENV_PREFIX, all_options, resolve
 from servekit.run import fail, run_or_exit
 
 __all__ = ["build_parser", "main"]
+
+
+#: gunicorn's short flags, for the options servekit shares with it (``-k`` picks the strategy)
+SHORT_FLAGS = {"workers": "-w", "bind": "-b", "timeout": "-t"}
+#: flags people bring from gunicorn that servekit spells otherwise
+RENAMED_FLAGS = {
+    "--worker-class": "--strategy (-k): servekit picks the worker class from the strategy",
+    "--preload": "the gunicorn option: --gunicorn '{\"preload_app\": true}'",
+}
+
+
+class _Once(argparse.Action):
+    """Store a flag's value, refusing the flag a second time (no silent last-wins)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen: set[str] = namespace.__dict__.setdefault("_given_once", set())
+        if self.dest in seen:
+            extra = "; servekit listens on one address" if self.dest == "bind" else ""
+            parser.exit(
+                2,
+                f"servekit: error: option {option_string} is given more than once "
+                f"(last {values!r}){extra}\n",
+            )
+        seen.add(self.dest)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +57,9 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategy",
         "-s",
+        "-k",
         default=None,
+        action=_Once,
         help=f"how to serve: {strategies} [env {ENV_PREFIX}STRATEGY]",
     )
     for row in option_reference():
@@ -35,18 +69,20 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         if " / " in row["flag"]:
             group = parser.add_mutually_exclusive_group()
             group.add_argument(
-                f"--{dashed}", dest=name, action="store_const", const="true", help=text
+                f"--{dashed}", dest=name, action=_Once, nargs=0, const="true", help=text
             )
             group.add_argument(
                 f"--no-{dashed}",
                 dest=name,
-                action="store_const",
+                action=_Once,
+                nargs=0,
                 const="false",
-                help=argparse.SUPPRESS,
+                help=f"Turn {name} off.",
             )
         else:
+            flags = [f"--{dashed}", *([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])]
             parser.add_argument(
-                f"--{dashed}", dest=name, default=None, metavar=name.upper(), help=text
+                *flags, dest=name, default=None, action=_Once, metavar=name.upper(), help=text
             )
 
 
@@ -60,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,explain}")
     run = sub.add_parser("run", help="serve APP", description="Serve APP until SIGTERM/SIGINT.")
     run.add_argument(
-        "app", metavar="APP", help="import string 'package.module:app' or 'module:factory()'"
+        "app",
+        metavar="APP",
+        help="import string 'package.module:app', 'module:factory()', or 'package.module' "
+        "(its 'application', else its 'app'); imported from the working directory",
     )
     _add_options(run)
     explain = sub.add_parser(
@@ -78,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in all_options() if getattr(args, name) is not None}
+    return {
+        name: getattr(args, name, None)
+        for name in all_options()
+        if getattr(args, name, None) is not None
+    }
 
 
 def render_explain(plan: Plan) -> str:
@@ -102,9 +145,13 @@ def render_explain(plan: Plan) -> str:
     lines.append(f"url: {plan.url()}")
     lines.append("")
     rows = [("option", "value", "source")]
+    unix = isinstance(plan.address, str)
     for name, setting in plan.settings.items():
         value = "-" if setting.value is None else str(setting.value)
-        rows.append((name, value, setting.source))
+        source = setting.source
+        if unix and name in ("host", "port"):
+            value, source = "-", "not used (unix socket)"
+        rows.append((name, value, source))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for i, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
@@ -112,7 +159,7 @@ def render_explain(plan: Plan) -> str:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
     if plan.capacity is None:
-        lines.append(f"capacity: no fixed limit: {plan.capacity_text}")
+        lines.append(f"capacity: no fixed limit ({plan.capacity_text})")
     else:
         noun = "request" if plan.capacity == 1 else "requests"
         lines.append(f"capacity: serves up to {plan.capacity} {noun} at once: {plan.capacity_text}")
@@ -123,14 +170,25 @@ def render_explain(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _all_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag the subcommands really take (the suggestions come only from these)."""
+    flags: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags.update(f for a in sub._actions for f in a.option_strings)
+    return sorted(f for f in flags if f.startswith("--"))
+
+
 def _reject_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
     """Exit 2 naming the first unknown argument, with the closest flag if there is one."""
     import difflib
 
     word = unknown[0]
-    flags = ["--strategy", "--json", *(f"--{n.replace('_', '-')}" for n in all_options())]
-    flags += [f"--no-{n.replace('_', '-')}" for n in all_options()]
-    close = difflib.get_close_matches(word.split("=")[0], flags, n=1)
+    flag = word.split("=")[0]
+    if flag in RENAMED_FLAGS:
+        parser.exit(2, f"servekit: error: unknown option {flag!r}: use {RENAMED_FLAGS[flag]}\n")
+    close = difflib.get_close_matches(flag, _all_flags(parser), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     kind = "option" if word.startswith("-") else "argument"
     parser.exit(2, f"servekit: error: unknown {kind} {word!r}{hint}\n")
@@ -142,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _reject_unknown(parser, unknown)
+    log_format = str(args.log_format).strip().lower() if args.log_format else None
     try:
         if args.command == "explain":
             with warnings.catch_warnings():
@@ -150,8 +209,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.app, args.strategy, source="cli", enforce_guard=False, **_options(args)
                 )
             if plan.app is not None:
-                from servekit.loading import check_app_spec
+                from servekit.loading import check_app_spec, prepare_import_path
 
+                prepare_import_path(plan.config.chdir, plan.config.pythonpath)
                 check_app_spec(plan.app)
             if args.json:
                 print(json.dumps(plan.describe(), indent=2))
@@ -159,16 +219,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(render_explain(plan))
             return
     except ConfigError as error:
-        fail(error)
+        fail(error, log_format)
         return
-
-    def make_plan() -> Plan:
-        from servekit.loading import check_app_spec
-
-        check_app_spec(args.app)
-        return resolve(args.app, args.strategy, source="cli", **_options(args))
-
-    run_or_exit(make_plan)
+    run_or_exit(
+        lambda: resolve(args.app, args.strategy, source="cli", **_options(args)), log_format
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,6 +87,18 @@ class StrategyConfig(BaseModel):
     access_log: bool | None = _opt("true", "Log one event per request.")
     certfile: str | None = _opt("none", "TLS certificate file (PEM); needs keyfile.", min_length=1)
     keyfile: str | None = _opt("none", "TLS private key file (PEM); needs certfile.", min_length=1)
+    chdir: str | None = _opt(
+        "none",
+        "Directory to change to before the app is imported, in the master and every worker; "
+        "relative certfile, keyfile and pythonpath entries are taken from there.",
+        min_length=1,
+    )
+    pythonpath: str | None = _opt(
+        "none",
+        "More directories to import the app from, comma-separated; searched before the "
+        "working directory, which is always on the import path.",
+        min_length=1,
+    )
 
     @field_validator("log_level", "env", "guard", "log_format", mode="before")
     @classmethod

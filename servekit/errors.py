@@ -1,8 +1,11 @@
-"""Exceptions and warnings that servekit raises."""
+"""Exceptions and warnings that servekit raises, and the wording of where a value came from."""
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DevServerWarning"]
+import difflib
+from typing import Any
+
+__all__ = ["ConfigError", "DevServerWarning", "describe_source", "suggest"]
 
 
 class ConfigError(ValueError):
@@ -22,3 +25,18 @@ class ConfigError(ValueError):
 
 class DevServerWarning(UserWarning):
     """The werkzeug development server was resolved for a production environment."""
+
+
+def describe_source(option: str, source: str, value: Any) -> str:
+    """How to show a value's origin: ``SERVEKIT_WORKERS='x'``, ``--workers 'x'``, ``workers='x'``."""
+    if source == "cli":
+        return f"--{option.replace('_', '-')} {value!r}"
+    if source in ("code", "default"):
+        return f"{option}={value!r}"
+    return f"{source}={value!r}"
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

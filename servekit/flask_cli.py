@@ -17,8 +17,9 @@ import click
 from flask.cli import NoAppException, ScriptInfo, pass_script_info
 
 from servekit.errors import ConfigError
-from servekit.plan import Plan, resolve
+from servekit.plan import Plan
 from servekit.reference import option_reference
+from servekit.resolver import resolve
 from servekit.run import run_or_exit
 
 __all__ = ["discovered_app", "serve_command"]

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-__all__ = ["detect_environment", "is_loopback"]
+from servekit.config import StrategyConfig, parse_bind
+from servekit.errors import ConfigError, describe_source
+
+__all__ = [
+    "GuardVerdict",
+    "check_debug_address",
+    "detect_environment",
+    "dev_server_guard",
+    "is_loopback",
+]
 
 # Variables whose mere presence says "this runs on a deployment platform".
 _PLATFORM_SIGNS = {
@@ -50,3 +60,109 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def check_debug_address(debug: bool, host: str, bind: str | None, shown: Callable[[str], str]) -> None:
+    """Refuse werkzeug's debugger on an address other machines can reach.
+
+    Raises:
+        ConfigError: ``debug`` is on and the address is not loopback.
+    """
+    if not debug:
+        return
+    if bind is None:
+        if is_loopback(host):
+            return
+        msg = (
+            f"option 'debug' ({shown('debug')}) is refused on the non-loopback address "
+            f"{host!r} ({shown('host')}): the werkzeug debugger lets anyone who reaches it "
+            "run code; bind to 127.0.0.1 or turn debug off"
+        )
+        raise ConfigError(msg, option="debug")
+    address = parse_bind(bind)
+    if isinstance(address, tuple) and not is_loopback(address[0]):
+        msg = (
+            f"option 'debug' ({shown('debug')}) is refused on the non-loopback address "
+            f"{bind!r} ({shown('bind')}): the werkzeug debugger lets anyone who "
+            "reaches it run code"
+        )
+        raise ConfigError(msg, option="debug")
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """What the guards decided about a resolved config."""
+
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    dev_server_in_production: bool = False
+
+
+def dev_server_guard(
+    config: StrategyConfig,
+    strategy: str,
+    env: str,
+    env_reason: str,
+    sources: Mapping[str, str],
+    *,
+    enforce: bool,
+) -> GuardVerdict:
+    """Decide what happens when a werkzeug strategy meets production, or other machines.
+
+    Args:
+        config: the resolved config.
+        strategy: the strategy that will run.
+        env: ``"production"`` or ``"development"``.
+        env_reason: why ``env`` is what it is.
+        sources: where each option came from.
+        enforce: raise for ``guard=error`` (``explain`` reports the refusal instead).
+
+    Raises:
+        ConfigError: ``guard=error`` refuses the dev server in production.
+    """
+    if config.server != "werkzeug":
+        return GuardVerdict()
+    guard_source = sources.get("guard", "default")
+    if env != "production":
+        exposed = _exposed_address(config)
+        if exposed is None or ("env" in sources and sources["env"] != "detected"):
+            return GuardVerdict()
+        return GuardVerdict(
+            warnings=(
+                f"the werkzeug development server ({strategy!r}) listens on {exposed!r}, which "
+                "other machines can reach, and no env was set (no sign of a deployment was "
+                "found: a plain Docker host or VM shows none); if this serves real traffic "
+                "use strategy 'gthread' (SERVEKIT_STRATEGY=gthread); if it is development, "
+                "set SERVEKIT_ENV=development to say so",
+            )
+        )
+    if config.guard == "off":
+        note = (
+            f"guard is off ({describe_source('guard', guard_source, 'off')}): the development "
+            "server runs in production without a warning"
+        )
+        return GuardVerdict(notes=(note,), dev_server_in_production=True)
+    text = (
+        f"the werkzeug development server ({strategy!r}) was chosen for production "
+        f"({env_reason}); it is not built for production traffic: use "
+        "strategy 'gthread' (or 'gevent' for I/O-bound apps), e.g. SERVEKIT_STRATEGY=gthread"
+    )
+    if config.guard == "error":
+        text = (
+            f"refusing to start: {text} (guard=error, "
+            f"{describe_source('guard', guard_source, 'error')})"
+        )
+        if enforce:
+            raise ConfigError(text, option="guard", source=guard_source)
+    return GuardVerdict(warnings=(text,), dev_server_in_production=True)
+
+
+def _exposed_address(config: StrategyConfig) -> str | None:
+    """The non-loopback address the config listens on, or ``None``."""
+    if config.bind is not None:
+        address = parse_bind(config.bind)
+        if isinstance(address, str):
+            return None  # a unix socket: only this machine
+        return None if is_loopback(address[0]) else config.bind
+    host = config.host or ""
+    return None if is_loopback(host) else host

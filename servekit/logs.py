@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure", "get_logger"]
+__all__ = ["configure", "current_format", "get_logger", "render_always"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -53,6 +53,7 @@ class _LineWriter:
 
 _logger: Any = None
 _format = "console"
+_configured = False
 
 
 def configure(log_format: str, log_level: str, stream: TextIO | None = None) -> Any:
@@ -63,7 +64,14 @@ def configure(log_format: str, log_level: str, stream: TextIO | None = None) -> 
         log_level: ``"debug"`` ... ``"critical"``.
         stream: where lines go (stderr by default).
     """
-    global _logger, _format
+    global _logger, _format, _configured
+    _logger = _build(log_format, _LEVELS[log_level], stream)
+    _format = log_format
+    _configured = True
+    return _logger
+
+
+def _build(log_format: str, level: int, stream: TextIO | None) -> Any:
     out = sys.stderr if stream is None else stream
     processors: list[Any] = [
         structlog.processors.add_log_level,
@@ -77,14 +85,26 @@ def configure(log_format: str, log_level: str, stream: TextIO | None = None) -> 
     else:
         colors = bool(getattr(out, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
         processors.append(structlog.dev.ConsoleRenderer(colors=colors))
-    _logger = structlog.wrap_logger(
+    return structlog.wrap_logger(
         _LineWriter(out),
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[log_level]),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
-    _format = log_format
-    return _logger
+
+
+def current_format() -> str:
+    """The configured format; before :func:`configure`, ``SERVEKIT_LOG_FORMAT`` if it says json."""
+    if _configured:
+        return _format
+    value = os.environ.get("SERVEKIT_LOG_FORMAT", "").strip().lower()
+    return "json" if value == "json" else "console"
+
+
+def render_always(level: str, event: str, **fields: Any) -> None:
+    """Write one event in the current format whatever the log level (errors, guard warnings)."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    getattr(_build(current_format(), logging.DEBUG, None), level)(event, **fields)
 
 
 def get_logger() -> Any:

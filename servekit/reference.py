@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args, get_origin
 
-from servekit.plan import ENV_PREFIX, all_options, applies_to
+from servekit.resolver import ENV_PREFIX, all_options, applies_to
 
 __all__ = ["option_reference", "render_markdown"]
 

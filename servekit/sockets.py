@@ -18,7 +18,7 @@ import stat
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from servekit.errors import ConfigError
@@ -26,7 +26,14 @@ from servekit.errors import ConfigError
 if TYPE_CHECKING:
     from servekit.plan import Plan
 
-__all__ = ["BacklogWatch", "bind_listener", "close_gate", "has_queued"]
+__all__ = [
+    "BacklogWatch",
+    "bind_listener",
+    "check_tls_files",
+    "close_gate",
+    "has_queued",
+    "release_listener",
+]
 
 UNIX_SOCKET_MODE = 0o660
 #: socket files this process created: path -> inode (close_gate removes only those)
@@ -35,7 +42,7 @@ _OWN_UNIX_SOCKETS: dict[str, int] = {}
 
 def _option(plan: Plan, default: str) -> tuple[str, str]:
     """The option to blame (``bind`` when it was given) and how to show where it came from."""
-    from servekit.plan import describe_source
+    from servekit.errors import describe_source
 
     name = "bind" if plan.config.bind is not None else default
     setting = plan.settings[name]
@@ -210,6 +217,12 @@ def _remove_own_socket_file(sock: Any) -> bool:
     return False
 
 
+def release_listener(sock: socket.socket) -> None:
+    """Close a listener nothing served on, removing its unix socket file if servekit made it."""
+    _remove_own_socket_file(sock)
+    sock.close()
+
+
 def has_queued(sock: Any) -> bool:
     """Whether a listening socket has a connection waiting to be accepted."""
     try:
@@ -255,3 +268,77 @@ class BacklogWatch:
         if now - self._empty_since >= self.settle:
             return None
         return []
+
+
+def check_tls_files(certfile: str | None, keyfile: str | None, shown: Callable[[str], str]) -> None:
+    """Check the TLS pair as the servers will load it, before anything binds.
+
+    Args:
+        certfile: the ``certfile`` option's value.
+        keyfile: the ``keyfile`` option's value.
+        shown: how to show an option's value and source in a message.
+
+    Raises:
+        ConfigError: one of the pair is missing, unreadable, not PEM, encrypted, or
+            the key does not belong to the certificate.
+    """
+    if bool(certfile) != bool(keyfile):
+        missing = "keyfile" if certfile else "certfile"
+        other = "certfile" if missing == "keyfile" else "keyfile"
+        msg = f"option {missing!r} is required with option {other!r} ({shown(other)}) for TLS"
+        raise ConfigError(msg, option=missing)
+    for name, path in (("certfile", certfile), ("keyfile", keyfile)):
+        if path is None:
+            continue
+        problem = None
+        if not os.path.exists(path):
+            problem = "does not exist"
+        elif not os.path.isfile(path):
+            problem = "is not a regular file"
+        elif not os.access(path, os.R_OK):
+            problem = "is not readable"
+        if problem:
+            msg = f"option {name!r} ({shown(name)}): the file {path!r} {problem}"
+            raise ConfigError(msg, option=name)
+    if certfile and keyfile:
+        problem_with = _tls_pair_problem(certfile, keyfile)
+        if problem_with is not None:
+            name, problem = problem_with
+            msg = f"option {name!r} ({shown(name)}): {problem}"
+            raise ConfigError(msg, option=name)
+
+
+def _tls_pair_problem(certfile: str, keyfile: str) -> tuple[str, str] | None:
+    """Load the TLS pair as the servers will; return ``(option, problem)`` if it fails.
+
+    Without this a bad pair surfaces only when the server starts: a traceback from
+    werkzeug, and gunicorn workers that fail at boot and are replaced forever.
+    """
+    import ssl
+
+    asked_for_password = []
+
+    def no_password() -> bytes:
+        # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+        asked_for_password.append(True)
+        msg = "encrypted key"
+        raise ValueError(msg)
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=certfile)
+    except (ssl.SSLError, OSError, ValueError):
+        return "certfile", f"the file {certfile!r} holds no PEM certificate"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            certfile, keyfile, password=no_password
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        if asked_for_password:
+            return "keyfile", f"the key in {keyfile!r} is encrypted; give an unencrypted key"
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            return (
+                "keyfile",
+                f"the key in {keyfile!r} does not belong to the certificate in {certfile!r}",
+            )
+        return "keyfile", f"the file {keyfile!r} holds no PEM private key"
+    return None

@@ -13,7 +13,7 @@ from servekit import (
     GthreadConfig,
     resolve,
 )
-from servekit.plan import all_options, applies_to
+from servekit.resolver import all_options, applies_to
 
 
 def plan(strategy: Any = None, environ: dict[str, str] | None = None, **options: Any) -> Any:
@@ -151,13 +151,32 @@ class TestValidation:
         assert "conflicts with option 'bind'" in error("sync", bind="127.0.0.1:1", port=2).message
 
     def test_strategy_needs_installed_package(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A worker class whose package is missing names the pip extra."""
-        import servekit.plan as plan_module
+        """A worker class whose package is missing names a pip command for this Python
+        with the packages themselves, and the extra for a checkout."""
+        import sys
 
-        monkeypatch.setattr(plan_module, "find_spec", lambda name: None)
+        import servekit.resolver as resolver_module
+
+        monkeypatch.setattr(resolver_module, "find_spec", lambda name: None)
         err = error("gevent")
-        assert "pip install 'servekit[gevent]'" in err.message
+        assert f"{sys.executable} -m pip install 'gevent>=24.10.1' 'packaging>=23'" in err.message
+        assert "pip install '.[gevent]'" in err.message
         assert err.option == "strategy"
+
+    def test_install_hints_match_the_extras(self) -> None:
+        """Each strategy's pip requirements are its extra's in pyproject.toml."""
+        import tomllib
+
+        from servekit.backends import REGISTRY, load_strategy
+        from tests.conftest import ROOT
+
+        extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+            "optional-dependencies"
+        ]
+        for name in REGISTRY:
+            adapter = load_strategy(name)
+            for _, extra in adapter.requires:
+                assert adapter.packages == tuple(extras[extra]), name
 
 
 class TestConflicts:

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from servekit import ConfigError, resolve, serve
-from servekit.plan import ENV_PREFIX, all_options, applies_to
+from servekit.resolver import ENV_PREFIX, all_options, applies_to
 from tests.conftest import HEAVY_ENV, ROOT, free_port, get, port_is_free, run_cli
 
 pytestmark = pytest.mark.reliability
@@ -55,7 +55,7 @@ WORDS = st.text(string.ascii_letters + "!#%&*()[]{}<>?/|;~", min_size=1, max_siz
 
 
 def _field(name: str) -> Any:
-    from servekit.plan import _configs
+    from servekit.resolver import _configs
 
     for config in _configs().values():
         if name in config.model_fields:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from servekit import ConfigError, DevServerWarning, resolve
 from servekit.guards import is_loopback
-from servekit.plan import ENV_PREFIX
+from servekit.resolver import ENV_PREFIX
 from tests.conftest import free_port, make_certificate, port_is_free, run_cli
 from tests.test_reliability_input import examples
 

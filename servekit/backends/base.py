@@ -25,6 +25,8 @@ class Strategy(ABC):
     worker_class: ClassVar[str | None] = None
     #: top-level modules the strategy needs, with the servekit extra that brings them
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: the pip requirements of that extra (as in pyproject.toml; a test keeps them equal)
+    packages: ClassVar[tuple[str, ...]] = ()
     #: a sentence ``explain`` shows whenever this strategy is chosen
     advice: ClassVar[str | None] = None
 

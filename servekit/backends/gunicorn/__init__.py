@@ -120,6 +120,7 @@ class Gevent(_Cooperative):
         ("gevent", "gevent"),
         ("packaging", "gevent"),
     )
+    packages: ClassVar[tuple[str, ...]] = ("gevent>=24.10.1", "packaging>=23")
 
 
 class Eventlet(_Cooperative):
@@ -129,6 +130,7 @@ class Eventlet(_Cooperative):
     config: ClassVar[type[StrategyConfig]] = EventletConfig
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.eventlet.EventletWorker"
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("eventlet", "eventlet"),)
+    packages: ClassVar[tuple[str, ...]] = ("eventlet>=0.36",)
     advice: ClassVar[str | None] = (
         "eventlet is maintained in bugfix-only mode upstream; prefer 'gevent' for new projects"
     )
@@ -141,6 +143,7 @@ class Tornado(_Gunicorn):
     config: ClassVar[type[StrategyConfig]] = TornadoConfig
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.tornado.TornadoWorker"
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("tornado", "tornado"),)
+    packages: ClassVar[tuple[str, ...]] = ("tornado>=6.3",)
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
     def defaults(self, cpus: int) -> dict[str, Any]:

@@ -23,19 +23,20 @@ import contextlib
 import gc
 import os
 import queue
+import select
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from gunicorn.errors import AppImportError, HaltServer
+from gunicorn.errors import HaltServer
 
 from servekit.backends.gunicorn.log import GunicornLogger
 from servekit.backends.gunicorn.workers import drain
 from servekit.errors import ConfigError
-from servekit.loading import load_app
-from servekit.sockets import bind_listener, close_gate, has_queued
+from servekit.loading import failure_location, load_app
+from servekit.sockets import bind_listener, close_gate, has_queued, release_listener
 
 if TYPE_CHECKING:
     from servekit.plan import Plan
@@ -130,6 +131,8 @@ RESERVED: dict[str, str | None] = {
     "wsgi_app": None,
     "check_config": None,
     "print_config": None,
+    "chdir": "chdir",
+    "pythonpath": "pythonpath",
 }
 
 
@@ -163,10 +166,24 @@ def check_extra_settings(extra: dict[str, Any]) -> None:
             raise ConfigError(msg, option="gunicorn") from None
 
 
+class ReloadableLoadError(SyntaxError):
+    """The app failed to import while ``reload`` is on: gunicorn serves a 500 and watches.
+
+    gunicorn's worker handles a :class:`SyntaxError` from loading, with reload on, by
+    serving an error page and watching ``filename`` for the fix; servekit raises this
+    for every import failure so that an ``ImportError`` or a ``NameError`` in the
+    user's module is survived the same way.
+    """
+
+    servekit_message: str = ""
+
+
 class _Application(BaseApplication):  # type: ignore[misc]
-    def __init__(self, plan: Plan, fd: int | None) -> None:
+    def __init__(self, plan: Plan, fd: int | None, failures: _BootFailure) -> None:
         self.plan = plan
         self.fd = fd
+        self.failures = failures
+        self.master_pid = os.getpid()
         super().__init__(usage=None, prog="servekit")
 
     def load_config(self) -> None:
@@ -177,7 +194,53 @@ class _Application(BaseApplication):  # type: ignore[misc]
         try:
             return load_app(self.plan.app)
         except ConfigError as error:
-            raise AppImportError(f"servekit: error: {error.message}") from None
+            if os.getpid() == self.master_pid:
+                raise  # preload_app: the entry point prints it and exits 2
+            cause = error.__cause__
+            if self.cfg.reload and cause is not None:
+                where = failure_location(cause)
+                failed = ReloadableLoadError(error.message)
+                failed.filename = where[0] if where else None
+                failed.lineno = where[1] if where else None
+                failed.servekit_message = error.message
+                raise failed from None
+            # One line, once: the master prints it and exits 2 (see _BootFailure).
+            self.failures.report(error.message)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(0)
+
+
+class _BootFailure:
+    """A pipe on which a worker whose app failed to import sends the message to the master.
+
+    gunicorn prints the error in every worker and logs its own lines about it; with
+    this the worker leaves quietly and the master prints servekit's one line, once.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self.message: str | None = None
+
+    def report(self, message: str) -> None:
+        """In a worker: send ``message`` (cut to one atomic pipe write)."""
+        line = " ".join(message.split("\n"))
+        data = line.encode("utf-8", "replace")[: select.PIPE_BUF - 1] + b"\n"
+        with contextlib.suppress(OSError):
+            _unpatched_write(self.write_fd, data)
+
+    def poll(self) -> str | None:
+        """In the master: the first failure reported, if any."""
+        if self.message is None:
+            try:
+                data = os.read(self.read_fd, select.PIPE_BUF)
+            except BlockingIOError:
+                return None
+            # Several workers may have failed: the first line is the first report.
+            self.message = data.decode("utf-8", "replace").split("\n")[0] or None
+        return self.message
 
 
 #: ``os.write`` as imported in the master. eventlet's monkey-patched ``os.write`` retries
@@ -250,18 +313,32 @@ _MAX_DRAIN_WORKERS = 2
 
 class _Arbiter(Arbiter):  # type: ignore[misc]
     boot_report: _BootReport
+    boot_failure: _BootFailure
     on_first_boot: Any
     LISTENERS: list[Any]
     _held_listeners: list[Any] = []  # noqa: RUF012 - replaced per instance in stop()
     _drain_workers = 0
 
     def wait_for_signals(self, timeout: float = 1.0) -> list[int]:
+        if self.boot_failure.poll() is not None:
+            raise HaltServer("App failed to load.", self.APP_LOAD_ERROR)
         if self.boot_report.done:
             return list(super().wait_for_signals(timeout))
         signals = list(super().wait_for_signals(min(timeout, 0.02)))
         if self.boot_report.poll():
             self.on_first_boot()
         return signals
+
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        if exit_status != self.APP_LOAD_ERROR or self.boot_failure.message is None:
+            super().halt(reason, exit_status)
+            return
+        # servekit prints the worker's message once, as its own error line.
+        self._stop_control_server()
+        self.stop(graceful=False)
+        if self.pidfile is not None:
+            self.pidfile.unlink()
+        sys.exit(exit_status)
 
     def handle_int(self) -> None:
         self.handle_term()
@@ -344,13 +421,19 @@ def serve_gunicorn(plan: Plan) -> int:
     GunicornLogger.access_enabled = bool(plan.config.access_log)
     listener = bind_listener(plan)
     port = None if isinstance(plan.address, str) else listener.getsockname()[1]
-    app = _Application(plan, listener.fileno())
+    failures = _BootFailure()
     report = _BootReport()
-    app.cfg.set("post_worker_init", report.worker_booted)
+    try:
+        app = _Application(plan, listener.fileno(), failures)
+        app.cfg.set("post_worker_init", report.worker_booted)
+        arbiter = _Arbiter(app)  # with preload_app, this imports the app
+    except BaseException:
+        release_listener(listener)
+        raise
     listener.detach()  # gunicorn owns (and closes) the descriptor from here on
     drain.prepare()
-    arbiter = _Arbiter(app)
     arbiter.boot_report = report
+    arbiter.boot_failure = failures
     report.arbiter = arbiter
     arbiter.on_first_boot = lambda: announce(plan, port)
     # Objects the master holds now (config, imported modules) are inherited by every
@@ -363,5 +446,7 @@ def serve_gunicorn(plan: Plan) -> int:
     else:
         code = 0
     if code == Arbiter.APP_LOAD_ERROR:
+        if failures.message is not None:
+            raise ConfigError(failures.message.removeprefix("servekit: error: "), option="app")
         return 2
     return code

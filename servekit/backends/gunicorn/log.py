@@ -55,6 +55,12 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
         self._emit("debug", msg, args, kwargs)
 
     def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        message = getattr(msg, "servekit_message", None)
+        if message:
+            # The app failed to import under reload: one line, the user's file and
+            # line in it, and the worker keeps watching for the fix.
+            self._emit("error", f"{message}; serving 500 until the file is fixed", (), {})
+            return
         kwargs.setdefault("exc_info", True)
         self._emit("error", msg, args, kwargs)
 
