@@ -17,6 +17,7 @@ import click
 from flask.cli import NoAppException, ScriptInfo, pass_script_info
 
 from servekit.errors import ConfigError
+from servekit.loading import prepare_import_path
 from servekit.plan import Plan
 from servekit.reference import option_reference
 from servekit.resolver import resolve
@@ -58,6 +59,7 @@ def serve_command(info: ScriptInfo, /, strategy: str | None, **options: Any) -> 
     def make_plan() -> Plan:
         plan = resolve(_FACTORY, strategy, source="cli", **given)
         if plan.server == "werkzeug":
+            prepare_import_path(plan.config.chdir, plan.config.pythonpath)
             try:
                 app = info.load_app()
             except NoAppException as exc:

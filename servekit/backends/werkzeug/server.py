@@ -21,6 +21,7 @@ from werkzeug.serving import (
     is_running_from_reloader,
 )
 
+from servekit.backends.werkzeug.reload import load_for_reload
 from servekit.loading import load_app
 from servekit.logs import get_logger
 from servekit.sockets import BacklogWatch, bind_listener, close_gate
@@ -240,7 +241,7 @@ def serve_werkzeug(plan: Plan) -> int:
 
     log = get_logger()
     cfg = plan.config
-    app = load_app(plan.app)
+    app, watch = load_for_reload(plan) if cfg.reload else (load_app(plan.app), [])
     if getattr(cfg, "debug", False):
         from werkzeug.debug import DebuggedApplication
 
@@ -256,7 +257,7 @@ def serve_werkzeug(plan: Plan) -> int:
     werkzeug_logger.setLevel(logging.INFO)
 
     if cfg.reload:
-        return _serve_with_reloader(plan, app)
+        return _serve_with_reloader(plan, app, watch)
 
     listener = bind_listener(plan)
     server = _make_server(plan, app, listener.fileno())
@@ -296,7 +297,7 @@ def serve_werkzeug(plan: Plan) -> int:
     return 0
 
 
-def _serve_with_reloader(plan: Plan, app: Any) -> int:
+def _serve_with_reloader(plan: Plan, app: Any, watch: list[str]) -> int:
     """``reload``: werkzeug's reloader restarts a child process that serves (as ``run_simple``)."""
     from werkzeug._reloader import run_with_reloader
 
@@ -314,7 +315,7 @@ def _serve_with_reloader(plan: Plan, app: Any) -> int:
     if not is_running_from_reloader():
         announce(plan, server.port if not isinstance(plan.address, str) else None)
     try:
-        run_with_reloader(server.serve_forever)
+        run_with_reloader(server.serve_forever, extra_files=watch)
     finally:
         server.server_close()
     return 0
