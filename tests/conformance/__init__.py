@@ -1,0 +1,1 @@
+"""HTTP/WSGI conformance: every strategy held to bare gunicorn sync, on the wire (issue 10)."""
