@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-__all__ = ["RunningServer", "ServerStartError", "running"]
+__all__ = ["RunningServer", "ServerStartError", "options_for", "running"]
 
 
 class _Process(Protocol):
@@ -177,6 +177,36 @@ class RunningServer:
         _kill_group(self.process.pid)
         self.returncode = code
         return code
+
+
+def options_for(strategy: str, **options: Any) -> dict[str, Any]:
+    """The options among ``options`` that ``strategy`` takes, for tests parametrized over strategies.
+
+    ``running(app, s, **options_for(s, workers=1, threads=2))`` gives ``workers``
+    only to strategies with workers and ``threads`` only to threaded ones; serving
+    an option a strategy cannot take is an error, so a test over several strategies
+    names what each should get this way.
+
+    Raises:
+        ConfigError: an option name no strategy has (a typo is never dropped) or an
+            unknown strategy.
+    """
+    from servekit.backends import ALIASES, REGISTRY, load_strategy
+    from servekit.config import AutoConfig
+    from servekit.errors import ConfigError, suggest
+    from servekit.resolver import all_options
+
+    name = ALIASES.get(strategy.strip().lower(), strategy.strip().lower())
+    if name != "auto" and name not in REGISTRY:
+        msg = f"unknown strategy {strategy!r}{suggest(name, ['auto', *REGISTRY])}"
+        raise ConfigError(msg, option="strategy")
+    model = AutoConfig if name == "auto" else load_strategy(name).config
+    known = all_options()
+    for option in options:
+        if option not in known:
+            msg = f"unknown option {option!r}{suggest(option, known)}"
+            raise ConfigError(msg, option=option)
+    return {k: v for k, v in options.items() if k in model.model_fields}
 
 
 def _kill_group(pgid: int) -> None:

@@ -257,3 +257,89 @@ def test_explain_reports_guard_refusal_without_failing() -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["warnings"][0].startswith("refusing to start")
     assert run_cli("run", "tests.apps.slow:app", "--strategy", "dev", env=env).returncode == 2
+
+
+class TestGunicornHabits:
+    """Flags and forms people bring from gunicorn work, or say what to use instead."""
+
+    def test_short_flags(self) -> None:
+        """-w, -b, -k and -t are --workers, --bind, --strategy and --timeout."""
+        proc = run_cli(
+            "explain", "-k", "gthread", "-w", "3", "-b", "127.0.0.1:9123", "-t", "7", "--json"
+        )
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["strategy"] == "gthread"
+        assert data["options"]["workers"] == {"value": 3, "source": "cli"}
+        assert data["options"]["bind"] == {"value": "127.0.0.1:9123", "source": "cli"}
+        assert data["options"]["timeout"] == {"value": 7, "source": "cli"}
+
+    def test_repeated_bind_is_an_error(self) -> None:
+        """A second --bind is refused (servekit listens on one address), not last-wins."""
+        proc = run_cli(
+            "explain", "--strategy", "sync", "--bind", "127.0.0.1:1", "-b", "127.0.0.1:2"
+        )
+        assert proc.returncode == 2
+        assert "given more than once" in proc.stderr and "one address" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+    def test_worker_class_points_to_strategy(self) -> None:
+        """--worker-class says servekit picks the worker class from --strategy."""
+        proc = run_cli("run", "tests.apps.slow:app", "--worker-class", "gevent")
+        assert proc.returncode == 2
+        assert "--strategy" in proc.stderr and "Traceback" not in proc.stderr
+
+    def test_suggestions_are_real_flags(self) -> None:
+        """'--no-threads' (no such flag: threads is not a switch) suggests a flag that exists."""
+        proc = run_cli("explain", "--no-threads")
+        assert proc.returncode == 2
+        assert "did you mean --no-threads" not in proc.stderr
+        assert "did you mean --threads" in proc.stderr
+
+    def test_help_lists_the_no_flags(self) -> None:
+        """--help shows the --no-... switches."""
+        proc = run_cli("run", "--help")
+        assert proc.returncode == 0
+        assert "--no-access-log" in proc.stdout and "--no-reload" in proc.stdout
+        assert "-w WORKERS" in proc.stdout and "-k STRATEGY" in proc.stdout
+
+    def test_unix_socket_explain_shows_host_and_port_unused(self) -> None:
+        """With a unix socket, explain shows host and port as not used."""
+        proc = run_cli("explain", "--strategy", "sync", "--bind", "unix:/tmp/servekit-x.sock")
+        assert proc.returncode == 0, proc.stderr
+        rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+        assert "not used (unix socket)" in rows["host"]
+        assert "not used (unix socket)" in rows["port"]
+
+    def test_unbounded_capacity_reads_as_one_sentence(self) -> None:
+        """The threaded capacity line is one sentence."""
+        proc = run_cli("explain", "--strategy", "threaded")
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("capacity:"))
+        assert line == "capacity: no fixed limit (one new thread per request; development server)"
+
+    def test_module_alone_is_accepted(self) -> None:
+        """'MODULE' alone is an app (its 'application', else its 'app')."""
+        proc = run_cli("explain", "tests.apps.slow", "--strategy", "sync", "--json")
+        assert proc.returncode == 0, proc.stderr
+
+
+class TestOptionsFor:
+    """servekit.testing.options_for gives each strategy only the options it takes."""
+
+    def test_filters_per_strategy(self) -> None:
+        """workers and threads go only where they apply."""
+        from servekit.testing import options_for
+
+        given = {"workers": 1, "threads": 2, "timeout": 5}
+        assert options_for("threaded", **given) == {}
+        assert options_for("sync", **given) == {"workers": 1, "timeout": 5}
+        assert options_for("gthread", **given) == given
+        assert options_for("werkzeug", workers=1) == {}
+
+    def test_typos_are_errors(self) -> None:
+        """An option no strategy has is an error, never dropped."""
+        from servekit import ConfigError
+        from servekit.testing import options_for
+
+        with pytest.raises(ConfigError, match="did you mean 'workers'"):
+            options_for("sync", wrokers=1)

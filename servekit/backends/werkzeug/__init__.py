@@ -53,7 +53,7 @@ class Threaded(_Werkzeug):
         return None
 
     def capacity_text(self, cfg: StrategyConfig) -> str:
-        return "unbounded: one new thread per request (development server)"
+        return "one new thread per request; development server"
 
 
 class Processes(_Werkzeug):
