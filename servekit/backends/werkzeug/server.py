@@ -5,22 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
 import socketserver
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import (
     BaseWSGIServer,
     ForkingWSGIServer,
     ThreadedWSGIServer,
-    WSGIRequestHandler,
     is_running_from_reloader,
 )
 
+from servekit.backends.werkzeug.handler import Handler, linger
+from servekit.backends.werkzeug.head import Trust
 from servekit.backends.werkzeug.reload import load_for_reload
 from servekit.loading import load_app
 from servekit.logs import get_logger
@@ -32,92 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["serve_werkzeug"]
 
 _IDLE_POLL_SECONDS = 0.01
-REQUEST_TIMEOUT_SECONDS = 10
-
-
-class _Handler(WSGIRequestHandler):
-    """Request handler that logs one structured ``request`` event per request."""
-
-    access_log: ClassVar[bool] = True
-    #: a client silent this long (while its request is read, or kept alive) is let go;
-    #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody,
-    #: and held a thread (threaded) or one of the ``workers`` processes for good
-    timeout = REQUEST_TIMEOUT_SECONDS
-    _status: int | str | None = None
-
-    #: errors found before the request line's version is read get a status line;
-    #: http.server's default (HTTP/0.9) sends them as a bare HTML body
-    default_request_version = "HTTP/1.0"
-
-    def parse_request(self) -> bool:
-        """http.server's parsing, then what it lets through refused with a 400.
-
-        http.server serves HTTP/0.9, odd method names, header lines without a
-        colon (dropping them and what follows) and any Content-Length; gunicorn
-        refuses them all, and so does servekit's werkzeug.
-        """
-        if not super().parse_request():
-            return False
-        problem = _malformed(self)
-        if problem is None:
-            return True
-        self.close_connection = True
-        self.send_error(400, problem)
-        return False
-
-    def run_wsgi(self) -> None:
-        if not self.access_log:
-            super().run_wsgi()
-            return
-        started = time.perf_counter()
-        self._status = None
-        try:
-            super().run_wsgi()
-        finally:
-            path, _, query = self.path.partition("?")
-            remote = self.client_address[0] if isinstance(self.client_address, tuple) else ""
-            get_logger().info(
-                "request",
-                method=self.command,
-                path=path,
-                query=query,
-                status=self._status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                pid=os.getpid(),
-                remote=remote,
-            )
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        text = str(getattr(code, "value", code))
-        self._status = int(text) if text.isdigit() else text
-
-    def log_error(self, format: str, *args: Any) -> None:
-        get_logger().warning("http_error", message=(format % args) if args else format)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        get_logger().info("http", message=(format % args) if args else format)
-
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _malformed(handler: WSGIRequestHandler) -> str | None:
-    """What is wrong with a request http.server parsed, or ``None``."""
-    if len(handler.requestline.split()) < 3:
-        return "HTTP/0.9 requests are not supported"
-    if not _TOKEN.fullmatch(handler.command or ""):
-        return "Invalid method"
-    if handler.headers.defects:
-        return "Malformed header line"
-    for name in handler.headers:
-        if not _TOKEN.fullmatch(name):
-            return "Invalid header name"
-    lengths = handler.headers.get_all("Content-Length") or []
-    if any(not value.strip().isdigit() for value in lengths) or len(set(lengths)) > 1:
-        return "Invalid Content-Length"
-    if lengths and handler.headers.get("Transfer-Encoding"):
-        return "Both Content-Length and Transfer-Encoding"
-    return None
 
 
 class _Draining:
@@ -128,6 +42,11 @@ class _Draining:
     def log(self, type: str, message: str, *args: Any) -> None:
         text = (message % args) if args else message
         getattr(get_logger(), "error" if type == "error" else "info")("werkzeug", message=text)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a served connection without a reset (see :func:`~.handler.linger`)."""
+        linger(request)
+        self.close_request(request)  # type: ignore[attr-defined]
 
     if TYPE_CHECKING:
 
@@ -222,13 +141,14 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     address = plan.address
     host, port = (f"unix://{address}", 0) if isinstance(address, str) else address
     ssl_context = (cfg.certfile, cfg.keyfile) if cfg.certfile else None
-    _Handler.access_log = bool(cfg.access_log)
+    Handler.access_log = bool(cfg.access_log)
+    Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None) or "127.0.0.1,::1")
     if plan.strategy == "threaded":
-        return _Threaded(host, port, app, _Handler, False, ssl_context, fd=fd)
+        return _Threaded(host, port, app, Handler, False, ssl_context, fd=fd)
     if plan.strategy == "processes":
         workers: int = getattr(cfg, "workers")  # noqa: B009
-        return _Forking(host, port, app, workers, _Handler, False, ssl_context, fd=fd)
-    return _Single(host, port, app, _Handler, False, ssl_context, fd=fd)
+        return _Forking(host, port, app, workers, Handler, False, ssl_context, fd=fd)
+    return _Single(host, port, app, Handler, False, ssl_context, fd=fd)
 
 
 def serve_werkzeug(plan: Plan) -> int:

@@ -1,0 +1,133 @@
+"""Request bodies as ``wsgi.input``: a length-bounded one, and a strict chunked one.
+
+werkzeug hands the app the raw socket file (an app that reads to the end waits for
+the client to close, and reads any pipelined request) and de-chunks with ``int(line,
+16)``, which takes ``+5``, ``1_0`` and `` 5 ``, and fails on chunk extensions and
+trailers. Both readers here stop at the end of the body, as gunicorn's do, so
+``wsgi.input_terminated`` is true.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from servekit.backends.werkzeug.head import (
+    MAX_FIELD_LINE,
+    Incomplete,
+    bad_request,
+    parse_fields,
+    read_field_lines,
+    trailer_policy,
+)
+
+__all__ = ["ChunkedBody", "LengthBody", "open_body"]
+
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+# RFC 9112 section 7.1.1, with token and quoted-string from RFC 9110 section 5.6:
+#   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+_EXT_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_EXT_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_EXTENSIONS = re.compile(
+    rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (_EXT_TOKEN, _EXT_TOKEN, _EXT_QUOTED)
+)
+
+
+class LengthBody(io.RawIOBase):
+    """The ``length`` bytes of a body with a Content-Length (fewer if the client hangs up)."""
+
+    def __init__(self, rfile: io.BufferedIOBase, length: int) -> None:
+        self._rfile = rfile
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._left <= 0 or not len(buffer):
+            return 0
+        data = self._rfile.read1(min(len(buffer), self._left))
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class ChunkedBody(io.RawIOBase):
+    """A chunked body (RFC 9112 section 7.1), checked as gunicorn checks it.
+
+    A malformed chunk-size line, chunk end or trailer raises :class:`~.head.Refusal`
+    from ``read()``: escaping the app, it becomes the 400 gunicorn answers. A client
+    that closes in the middle of a chunk raises :class:`~.head.Incomplete`.
+    """
+
+    def __init__(self, rfile: io.BufferedIOBase) -> None:
+        self._rfile = rfile
+        self._left = 0
+        self._started = False
+        self._done = False
+        self.trailers: list[tuple[str, str]] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._left:
+            if self._done or not len(buffer):
+                return 0
+            self._next_chunk()
+        data = self._rfile.read1(min(len(buffer), self._left))
+        if not data:
+            raise Incomplete
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _next_chunk(self) -> None:
+        if self._started and self._rfile.read(2) != b"\r\n":
+            raise bad_request("chunk data not followed by CRLF")
+        self._started = True
+        line = self._size_line()
+        if b"\n" in line:
+            raise bad_request("bare LF in a chunk-size line")
+        size, semicolon, extensions = line.partition(b";")
+        if semicolon:
+            size = size.rstrip(b" \t")  # BWS before the extensions, and only there
+        if not _HEX.fullmatch(size):
+            raise bad_request(f"invalid chunk size {size!r}")
+        if semicolon and not _EXTENSIONS.fullmatch(b";" + extensions):
+            raise bad_request("invalid chunk extension")
+        self._left = int(size, 16)
+        if not self._left:
+            self._done = True
+            self._read_trailers()
+
+    def _size_line(self) -> bytes:
+        """The chunk-size line up to its CRLF (a bare LF does not end it), without the CRLF."""
+        line = b""
+        while not line.endswith(b"\r\n"):
+            piece = self._rfile.readline(MAX_FIELD_LINE + 2 - len(line))
+            line += piece
+            if len(line) > MAX_FIELD_LINE:
+                raise bad_request("chunk-size line too long")
+            if not piece.endswith(b"\n"):
+                raise Incomplete
+        return line[:-2]
+
+    def _read_trailers(self) -> None:
+        try:
+            lines = read_field_lines(self._rfile)
+        except Incomplete:
+            # RFC 9112 section 7.1.2: the last chunk is followed by a trailer section
+            # and an empty line; without them the body was cut short
+            raise bad_request("chunked body without its final CRLF") from None
+        self.trailers = parse_fields(lines, trailer_policy())
+
+
+def open_body(
+    rfile: io.BufferedIOBase, length: int | None
+) -> tuple[io.BufferedReader, ChunkedBody | None]:
+    """``wsgi.input`` for a body of ``length`` bytes (``None``: chunked), and the chunked reader."""
+    if length is None:
+        chunked = ChunkedBody(rfile)
+        return io.BufferedReader(chunked), chunked
+    return io.BufferedReader(LengthBody(rfile, length)), None

@@ -1,0 +1,199 @@
+"""servekit's request handler for werkzeug's servers: strict parsing, gunicorn's framing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import time
+import traceback
+from http import HTTPStatus
+from http.client import HTTPMessage
+from typing import Any, ClassVar
+
+from werkzeug.serving import WSGIRequestHandler, connection_dropped_errors
+
+from servekit.backends.werkzeug.body import open_body
+from servekit.backends.werkzeug.head import Incomplete, Refusal, RequestHead, Trust, read_head
+from servekit.backends.werkzeug.wsgi import Response, make_environ
+from servekit.logs import get_logger
+
+__all__ = ["REQUEST_TIMEOUT_SECONDS", "Handler", "linger"]
+
+REQUEST_TIMEOUT_SECONDS = 10
+#: how long, and how many bytes, a closing connection reads of what the client still sends
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1 << 20
+
+
+class Handler(WSGIRequestHandler):
+    """Reads each request as strictly as gunicorn (:mod:`.head`), serves it, logs it, closes.
+
+    http.server's parsing takes what gunicorn refuses (HTTP/0.9, two ``Host``
+    headers, ``Transfer-Encoding: gzip``, control bytes...), and werkzeug's
+    ``run_wsgi`` gets the body framing, ``HEAD`` and the environ wrong (:mod:`.wsgi`);
+    neither is used. One request per connection, as gunicorn's sync worker does.
+    """
+
+    access_log: ClassVar[bool] = True
+    trust: ClassVar[Trust] = Trust()
+    #: a client silent this long (while its request is read, or kept alive) is let go;
+    #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody,
+    #: and held a thread (threaded) or one of the ``workers`` processes for good
+    timeout = REQUEST_TIMEOUT_SECONDS
+    _status: int | str | None = None
+
+    #: refusals sent before the request line's version is known get a status line;
+    #: http.server's default (HTTP/0.9) sends them as a bare HTML body
+    default_request_version = "HTTP/1.0"
+
+    def handle_one_request(self) -> None:
+        """Read and check one request head, then serve it (or refuse it)."""
+        self.close_connection = True
+        self.command = self.path = self.requestline = ""
+        self.request_version = self.default_request_version
+        try:
+            head = read_head(self.rfile, self.trust.trusts(self.client_address))
+        except Refusal as refusal:
+            self._refuse(refusal)
+            return
+        except TimeoutError as exc:
+            self.log_error("Request timed out: %r", exc)
+            return
+        except Incomplete:
+            return
+        if head is None:
+            return
+        self.command, self.path, self.request_version = head.method, head.target, head.protocol
+        self.requestline = f"{head.method} {head.target} {head.protocol}"
+        self.headers = HTTPMessage()
+        for name, value in head.fields:
+            self.headers[name] = value
+        self.head = head
+        self.run_wsgi()
+
+    def run_wsgi(self) -> None:
+        """Serve the request read by :meth:`handle_one_request`, and log it."""
+        started = time.perf_counter()
+        self._status = None
+        try:
+            self._exchange(self.head)
+        finally:
+            if self.access_log:
+                self._log_access(started)
+
+    def _exchange(self, head: RequestHead) -> None:
+        body, _ = open_body(self.rfile, head.length)
+        response = Response(self.wfile, head, self.version_string())
+        try:
+            self.environ = environ = make_environ(
+                head, body, self._listener(), self.client_address, self._is_tls()
+            )
+            environ.update(self._werkzeug_environ())
+            if head.expect_continue:
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            result = self.server.app(environ, response.start_response)
+            try:
+                for data in result:
+                    response.write(data)
+                response.finish()
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except connection_dropped_errors:
+            return  # the client went away (Incomplete too): nobody to answer
+        except Exception as exc:
+            self._failed(exc, response)
+            return
+        self._status = response.code
+
+    def _failed(self, exc: Exception, response: Response) -> None:
+        """A refusal or an app error: its status if nothing was sent yet, else a cut."""
+        if isinstance(exc, Refusal) and exc.status < 500:
+            self.log_error("refused while reading the body: %s", exc)
+        else:
+            text = "".join(traceback.format_exception(exc))
+            self.server.log("error", "Error on request:\n%s", text)
+        if response.headers_sent:
+            self._status = response.code
+            return  # the response is cut short; the connection closes
+        self._refuse(exc if isinstance(exc, Refusal) else Refusal(_ERROR, "app error"))
+
+    def _refuse(self, refusal: Refusal) -> None:
+        with contextlib.suppress(OSError):
+            self.send_error(refusal.status.value, None, refusal.detail)
+
+    def _listener(self) -> tuple[str, str] | None:
+        address = self.server.server_address
+        return (str(address[0]), str(address[1])) if isinstance(address, tuple) else None
+
+    def _is_tls(self) -> bool:
+        return self.server.ssl_context is not None
+
+    def _werkzeug_environ(self) -> dict[str, Any]:
+        """What werkzeug's own environ adds to the PEP 3333 keys."""
+        extra: dict[str, Any] = {
+            "wsgi.multithread": self.server.multithread,
+            "wsgi.multiprocess": self.server.multiprocess,
+            "werkzeug.socket": self.connection,
+            "SERVER_SOFTWARE": self.server_version,
+        }
+        getpeercert = getattr(self.connection, "getpeercert", None)
+        if getpeercert is not None:
+            with contextlib.suppress(ValueError):
+                cert = getpeercert(binary_form=True)
+                if cert is not None:
+                    extra["SSL_CLIENT_CERT"] = ssl.DER_cert_to_PEM_cert(cert)
+        return extra
+
+    def _log_access(self, started: float) -> None:
+        path, _, query = self.path.partition("?")
+        remote = self.client_address[0] if isinstance(self.client_address, tuple) else ""
+        get_logger().info(
+            "request",
+            method=self.command,
+            path=path,
+            query=query,
+            status=self._status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            pid=os.getpid(),
+            remote=remote,
+        )
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        text = str(getattr(code, "value", code))
+        self._status = int(text) if text.isdigit() else text
+
+    def log_error(self, format: str, *args: Any) -> None:
+        get_logger().warning("http_error", message=(format % args) if args else format)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        get_logger().info("http", message=(format % args) if args else format)
+
+
+_ERROR = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def linger(sock: socket.socket) -> None:
+    """Half-close, then read what the client still sends for a moment (RFC 9112 9.6).
+
+    Closing with unread bytes in the receive buffer makes the kernel send a reset,
+    which can destroy the response the client has not read yet (a refused request
+    whose body follows, a pipelined request): gunicorn lingers the same way.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    if isinstance(sock, ssl.SSLSocket):
+        return
+    deadline = time.monotonic() + _LINGER_SECONDS
+    drained = 0
+    with contextlib.suppress(OSError):
+        while drained < _LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                break
+            drained += len(data)
