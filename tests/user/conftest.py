@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -350,13 +350,6 @@ class ServerGroup:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@pytest.fixture(scope="module")
-def server_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerGroup]:
-    """A module's servers; all stopped when the module's tests are done."""
-    with ServerGroup(tmp_path_factory.mktemp("servers")) as group:
-        yield group
 
 
 # --- projects ---------------------------------------------------------------------------

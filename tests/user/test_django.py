@@ -22,7 +22,7 @@ from tests.user.conftest import (
     sizing_flags,
 )
 
-pytestmark = [pytest.mark.user, pytest.mark.server]
+pytestmark = [pytest.mark.user, pytest.mark.server, pytest.mark.timeout(300)]
 
 USER, PASSWORD = "admin", "a-Long-pass-phrase-9"
 SUPERUSER = ["--noinput", "--username", USER, "--email", "admin@example.com"]

@@ -16,7 +16,7 @@ import yaml
 
 from tests.user.conftest import ROOT, Server, ServerGroup, Venv, sizing_flags, write_files
 
-pytestmark = [pytest.mark.user, pytest.mark.server]
+pytestmark = [pytest.mark.user, pytest.mark.server, pytest.mark.timeout(300)]
 
 APP_PY = textwrap.dedent(
     '''

@@ -16,7 +16,7 @@ import pytest
 
 from tests.user.conftest import FLASK_WSGI, ServerGroup, Venv, run_command, write_files
 
-pytestmark = [pytest.mark.user, pytest.mark.server]
+pytestmark = [pytest.mark.user, pytest.mark.server, pytest.mark.timeout(300)]
 
 BROKEN_APP = 'raise RuntimeError("boom: the app failed to import")\n'
 

@@ -23,7 +23,7 @@ from tests.user.conftest import (
     sizing_flags,
 )
 
-pytestmark = [pytest.mark.user, pytest.mark.server]
+pytestmark = [pytest.mark.user, pytest.mark.server, pytest.mark.timeout(300)]
 
 UPLOAD = random.Random(9).randbytes(256 * 1024)
 UPLOAD_NAME = "report 2024.bin"

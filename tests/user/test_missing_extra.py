@@ -12,7 +12,7 @@ import pytest
 
 from tests.user.conftest import ServerGroup, Venv, run_command, sizing_flags, write_files
 
-pytestmark = [pytest.mark.user, pytest.mark.server]
+pytestmark = [pytest.mark.user, pytest.mark.server, pytest.mark.timeout(300)]
 
 PLAIN_APP = '''"""A WSGI app with no framework (the venv has no Flask)."""
 

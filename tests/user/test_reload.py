@@ -16,7 +16,7 @@ import pytest
 
 from tests.user.conftest import Server, ServerGroup, Venv, sizing_flags, write_files
 
-pytestmark = [pytest.mark.user, pytest.mark.server]
+pytestmark = [pytest.mark.user, pytest.mark.server, pytest.mark.timeout(300)]
 
 RELOAD_STRATEGIES = ("threaded", "sync")
 
