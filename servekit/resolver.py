@@ -18,20 +18,17 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Any
 
-from pydantic import ValidationError
-
 from servekit.backends import ALIASES, REGISTRY, load_strategy
 from servekit.backends.base import Strategy
 from servekit.config import AutoConfig, StrategyConfig, parse_bind
 from servekit.errors import ConfigError, DevServerWarning, describe_source, suggest
 from servekit.guards import check_debug_address, detect_environment, dev_server_guard
+from servekit.options import ENV_PREFIX, all_options, applies_to, read_env, validate
 from servekit.plan import Plan, Setting
 from servekit.sizing import usable_cpus
 from servekit.sockets import check_tls_files
 
 __all__ = ["COMMON_DEFAULTS", "ENV_PREFIX", "all_options", "applies_to", "resolve"]
-
-ENV_PREFIX = "SERVEKIT_"
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
@@ -56,69 +53,6 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _configs() -> dict[str, type[StrategyConfig]]:
-    configs = {name: load_strategy(name).config for name in REGISTRY}
-    configs["auto"] = AutoConfig
-    return configs
-
-
-def all_options() -> list[str]:
-    """Every option name, in the order of the reference (common options first)."""
-    names: list[str] = []
-    for cfg in _configs().values():
-        for name in cfg.model_fields:
-            if name not in names:
-                names.append(name)
-    return names
-
-
-def applies_to(option: str) -> list[str]:
-    """The strategy names whose config takes ``option``."""
-    return [name for name, cfg in _configs().items() if option in cfg.model_fields]
-
-
-_MESSAGES: dict[str, Callable[[Any], str]] = {
-    "int_parsing": lambda e: "is not a whole number",
-    "int_type": lambda e: "is not a whole number",
-    "int_from_float": lambda e: "is not a whole number",
-    "bool_parsing": lambda e: "is not a boolean (use true/false, 1/0, yes/no, on/off)",
-    "bool_type": lambda e: "is not a boolean",
-    "string_type": lambda e: "is not a string",
-    "greater_than_equal": lambda e: f"is below the minimum {e['ctx']['ge']}",
-    "less_than_equal": lambda e: f"is above the maximum {e['ctx']['le']}",
-    "string_too_short": lambda e: "is empty",
-    "string_too_long": lambda e: f"is longer than {e['ctx']['max_length']} characters",
-    "literal_error": lambda e: f"is not one of {e['ctx']['expected']}",
-}
-
-
-def _validation_message(
-    err: ValidationError, sources: dict[str, str], raw: dict[str, Any]
-) -> ConfigError:
-    first = err.errors()[0]
-    option = str(first["loc"][0]) if first["loc"] else "?"
-    source = sources.get(option, "code")
-    value = raw.get(option, first.get("input"))
-    describe = _MESSAGES.get(first["type"])
-    if describe is not None:
-        problem = describe(first)
-    else:
-        problem = str(first["msg"]).removeprefix("Value error, ")
-    msg = f"option {option!r} ({describe_source(option, source, value)}): {value!r} {problem}"
-    if first["type"] == "value_error":
-        msg = f"option {option!r} ({describe_source(option, source, value)}): {problem}"
-    return ConfigError(msg, option=option, source=source)
-
-
-def _validate(
-    model: type[StrategyConfig], data: dict[str, Any], sources: dict[str, str]
-) -> StrategyConfig:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_message(exc, sources, data) from None
-
-
 @dataclass
 class _Inputs:
     """The raw values gathered from every source, each with where it came from."""
@@ -126,20 +60,6 @@ class _Inputs:
     raw: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
-
-def _read_env(environ: Mapping[str, str], known: list[str]) -> dict[str, tuple[str, str]]:
-    """``SERVEKIT_*`` variables as option -> (value, variable); empty values count as unset."""
-    found: dict[str, tuple[str, str]] = {}
-    for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX) or value.strip() == "":
-            continue
-        name = var[len(ENV_PREFIX) :].lower()
-        if name != "strategy" and name not in known:
-            choices = [ENV_PREFIX + o.upper() for o in [*known, "strategy"]]
-            msg = f"unknown environment variable {var}{suggest(var, choices)}"
-            raise ConfigError(msg, option=None, source=var)
-        found[name] = (value, var)
-    return found
 
 
 def _gather(
@@ -161,7 +81,7 @@ def _gather(
         if value is not None:
             given[name] = value
     inputs = _Inputs(dict(given), {name: source for name in given})
-    for name, (value, var) in _read_env(env_map, known).items():
+    for name, (value, var) in read_env(env_map, known).items():
         inputs.raw[name] = value
         inputs.sources[name] = var
     return inputs, strategy
@@ -198,7 +118,7 @@ def _decide_env(inputs: _Inputs, env_map: Mapping[str, str]) -> tuple[str, str]:
     if value is None:
         inputs.sources["env"] = "detected"
         return detect_environment(env_map)
-    env = str(_validate(AutoConfig, {"env": value}, inputs.sources).env)
+    env = str(validate(AutoConfig, {"env": value}, inputs.sources).env)
     return env, f"env={env} ({inputs.sources['env']})"
 
 
@@ -268,7 +188,7 @@ def _check_unused_auto_options(inputs: _Inputs, model: type[StrategyConfig]) -> 
     }
     if not unused:
         return
-    config = _validate(AutoConfig, unused, inputs.sources)
+    config = validate(AutoConfig, unused, inputs.sources)
     if getattr(config, "gunicorn", None):
         _with_origin(lambda: load_strategy("gthread").check(config), inputs.sources)
 
@@ -425,11 +345,11 @@ def resolve(
     _fallbacks(inputs, model, env_map)
     _drop_inapplicable(inputs, requested, chosen, model, notes)
     _check_installed(adapter, chosen, requested, inputs.sources["strategy"])
-    _validate(model, inputs.raw, inputs.sources)
+    validate(model, inputs.raw, inputs.sources)
 
     usable = usable_cpus() if cpus is None else cpus
     config = _absolute_paths(
-        _validate(model, _fill_defaults(inputs, model, adapter, env, usable), inputs.sources)
+        validate(model, _fill_defaults(inputs, model, adapter, env, usable), inputs.sources)
     )
     sources = inputs.sources
     _check_common(config, sources)

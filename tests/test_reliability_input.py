@@ -55,7 +55,7 @@ WORDS = st.text(string.ascii_letters + "!#%&*()[]{}<>?/|;~", min_size=1, max_siz
 
 
 def _field(name: str) -> Any:
-    from servekit.resolver import _configs
+    from servekit.options import _configs
 
     for config in _configs().values():
         if name in config.model_fields:

@@ -58,7 +58,7 @@ class _Gunicorn(Strategy):
             check_extra_settings(extra)
 
     def run(self, plan: Plan) -> int:
-        from servekit.backends.gunicorn.app import serve_gunicorn
+        from servekit.backends.gunicorn.arbiter import serve_gunicorn
 
         return serve_gunicorn(plan)
 

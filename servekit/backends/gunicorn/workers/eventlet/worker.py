@@ -1,6 +1,8 @@
 """Eventlet worker for gunicorn, which stopped shipping one in release 26.
 
 Use it as ``worker_class = "servekit.backends.gunicorn.workers.eventlet.EventletWorker"``.
+This module is the worker loop (accept, serve, heartbeat, drain); ``green.py`` holds
+what adapts eventlet's green sockets to gunicorn's async worker base.
 Importing this module has no side effects: eventlet is imported, and the
 process monkey-patched, only inside the forked worker.
 """
@@ -21,6 +23,11 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.base_async import AsyncWorker
 
 from servekit.backends.gunicorn.workers.drain import StopClock
+from servekit.backends.gunicorn.workers.eventlet.green import (
+    ListenerAddress,
+    PatchLogHandler,
+    green_sendfile,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -41,60 +48,6 @@ _RESOURCE_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 _DRAIN_WAIT = 0.01
 # Upper bound on how long the main loop sleeps between heartbeats.
 _MAX_TICK = 1.0
-
-
-class _ListenerAddress:
-    """Stand-in for a listener in ``AsyncWorker.handle``, which only asks for its address.
-
-    The listening socket is closed at shutdown while drained connections are
-    still being served, so the address is read once up front.
-    """
-
-    __slots__ = ("_address",)
-
-    def __init__(self, address: Any) -> None:
-        self._address = address
-
-    def getsockname(self) -> Any:
-        """Return the address the listener was bound to."""
-        return self._address
-
-
-def _green_sendfile(sock: Any, file: Any, offset: int = 0, count: int | None = None) -> int:
-    """Send *count* bytes of *file* from *offset* on a green socket with ``os.sendfile``.
-
-    The standard ``socket.sendfile`` refuses non-blocking sockets, and every
-    green socket is non-blocking underneath, so gunicorn's zero-copy file
-    responses would otherwise fail.
-    """
-    from eventlet.hubs import trampoline
-
-    out_fd = sock.fileno()
-    in_fd = file.fileno()
-    if count is None:
-        count = os.fstat(in_fd).st_size - offset
-    total = 0
-    while total < count:
-        try:
-            sent = os.sendfile(out_fd, in_fd, offset + total, min(count - total, 1 << 30))
-        except BlockingIOError:
-            trampoline(out_fd, write=True)
-            continue
-        if sent == 0:  # end of file came before count bytes
-            break
-        total += sent
-    if total:
-        file.seek(offset + total)
-    return total
-
-
-class _PatchLogHandler(logging.Handler):
-    """Sends what eventlet logs while patching to the worker's log at debug level."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from servekit.logs import get_logger
-
-        get_logger().debug(record.getMessage(), logger="eventlet")
 
 
 class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
@@ -141,7 +94,7 @@ class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
         # last-resort handler) a traceback for objects that refuse inspection,
         # such as pydantic's placeholders, and carries on. Route that to debug.
         previous = logging.lastResort
-        logging.lastResort = _PatchLogHandler()
+        logging.lastResort = PatchLogHandler()
         try:
             eventlet.monkey_patch()
         finally:
@@ -256,7 +209,7 @@ class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
         import eventlet
         from eventlet.greenio import GreenSocket
 
-        address = _ListenerAddress(listener.getsockname())
+        address = ListenerAddress(listener.getsockname())
         sock = GreenSocket(listener.sock)
         try:
             # The timeout only makes the loop notice shutdown; it is not an error.
@@ -292,7 +245,7 @@ class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
             util.close(sock)
 
     def _drain_backlog(
-        self, listener: Any, address: _ListenerAddress, sock: GreenSocket, pool: GreenPool
+        self, listener: Any, address: ListenerAddress, sock: GreenSocket, pool: GreenPool
     ) -> None:
         """Serve the connections queued on the listener when shutdown began.
 
@@ -328,7 +281,7 @@ class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
             pool.spawn_n(self._serve, address, client, addr)
 
     def _drain_gated(
-        self, listener: Any, address: _ListenerAddress, sock: GreenSocket, pool: GreenPool
+        self, listener: Any, address: ListenerAddress, sock: GreenSocket, pool: GreenPool
     ) -> None:
         """Accept from a gated listener whenever a slot is free, until its queue stays empty."""
         import eventlet
@@ -353,11 +306,11 @@ class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
 
     # -- connections -------------------------------------------------------------
 
-    def _serve(self, address: _ListenerAddress, client: Any, addr: Any) -> None:
+    def _serve(self, address: ListenerAddress, client: Any, addr: Any) -> None:
         """Serve one accepted connection, wrapping it in TLS first if configured."""
         if self._ssl_context is None:
             # gunicorn's file_wrapper responses call sock.sendfile() on plain sockets.
-            client.sendfile = partial(_green_sendfile, client)
+            client.sendfile = partial(green_sendfile, client)
         else:
             from eventlet.green.ssl import GreenSSLContext
 
