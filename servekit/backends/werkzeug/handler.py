@@ -16,7 +16,7 @@ from werkzeug.serving import WSGIRequestHandler, connection_dropped_errors
 
 from servekit.backends.werkzeug.body import open_body
 from servekit.backends.werkzeug.head import Incomplete, Refusal, RequestHead, Trust, read_head
-from servekit.backends.werkzeug.wsgi import Response, make_environ
+from servekit.backends.werkzeug.wsgi import Response, error_response, make_environ
 from servekit.logs import get_logger
 
 __all__ = ["REQUEST_TIMEOUT_SECONDS", "Handler", "linger"]
@@ -43,6 +43,7 @@ class Handler(WSGIRequestHandler):
     #: and held a thread (threaded) or one of the ``workers`` processes for good
     timeout = REQUEST_TIMEOUT_SECONDS
     _status: int | str | None = None
+    head: RequestHead
 
     #: refusals sent before the request line's version is known get a status line;
     #: http.server's default (HTTP/0.9) sends them as a bare HTML body
@@ -110,19 +111,24 @@ class Handler(WSGIRequestHandler):
 
     def _failed(self, exc: Exception, response: Response) -> None:
         """A refusal or an app error: its status if nothing was sent yet, else a cut."""
-        if isinstance(exc, Refusal) and exc.status < 500:
-            self.log_error("refused while reading the body: %s", exc)
+        if isinstance(exc, Refusal):
+            refusal = exc
         else:
             text = "".join(traceback.format_exception(exc))
             self.server.log("error", "Error on request:\n%s", text)
-        if response.headers_sent:
-            self._status = response.code
-            return  # the response is cut short; the connection closes
-        self._refuse(exc if isinstance(exc, Refusal) else Refusal(_ERROR, "app error"))
+            refusal = Refusal(HTTPStatus.INTERNAL_SERVER_ERROR, "")
+        if not response.headers_sent:
+            self._refuse(refusal)
+            return
+        if refusal is exc:
+            self.log_error("refused after the response began: %s", refusal)
+        self._status = response.code  # the response is cut short; the connection closes
 
     def _refuse(self, refusal: Refusal) -> None:
+        self.log_error("code %d, message %s", refusal.status.value, refusal.detail)
+        self.log_request(refusal.status.value)
         with contextlib.suppress(OSError):
-            self.send_error(refusal.status.value, None, refusal.detail)
+            self.wfile.write(error_response(refusal, self.version_string()))
 
     def _listener(self) -> tuple[str, str] | None:
         address = self.server.server_address
@@ -170,9 +176,6 @@ class Handler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         get_logger().info("http", message=(format % args) if args else format)
-
-
-_ERROR = HTTPStatus.INTERNAL_SERVER_ERROR
 
 
 def linger(sock: socket.socket) -> None:

@@ -85,15 +85,22 @@ def bad_request(detail: str) -> Refusal:
 
 
 class Trust:
-    """Which peers may set the forwarding headers (gunicorn's ``forwarded_allow_ips``)."""
+    """Which peers may set the forwarding headers, as gunicorn's ``forwarded_allow_ips``.
 
-    def __init__(self, allowed: str = "127.0.0.1,::1") -> None:
-        items = [part.strip() for part in allowed.split(",") if part.strip()]
+    ``None`` trusts nobody, not even a unix socket peer (which gunicorn always trusts):
+    the werkzeug strategies have no ``forwarded_allow_ips`` option.
+    """
+
+    def __init__(self, allowed: str | None = None) -> None:
+        items = [part.strip() for part in (allowed or "").split(",") if part.strip()]
+        self.nobody = allowed is None
         self.everyone = "*" in items
         self.networks = [ipaddress.ip_network(i, strict=False) for i in items if i != "*"]
 
     def trusts(self, peer: object) -> bool:
-        """Whether ``peer`` (a socket address; a unix peer is always trusted) is a proxy."""
+        """Whether ``peer`` (a socket address) may act as a proxy."""
+        if self.nobody:
+            return False
         if self.everyone or not isinstance(peer, tuple):
             return True
         try:

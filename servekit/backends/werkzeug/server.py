@@ -142,7 +142,7 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     host, port = (f"unix://{address}", 0) if isinstance(address, str) else address
     ssl_context = (cfg.certfile, cfg.keyfile) if cfg.certfile else None
     Handler.access_log = bool(cfg.access_log)
-    Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None) or "127.0.0.1,::1")
+    Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None))
     if plan.strategy == "threaded":
         return _Threaded(host, port, app, Handler, False, ssl_context, fd=fd)
     if plan.strategy == "processes":

@@ -10,6 +10,7 @@ hop-by-hop headers dropped, and ``Connection: close`` always.
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from servekit.backends.werkzeug.head import Refusal, RequestHead
 if TYPE_CHECKING:
     import io
 
-__all__ = ["Response", "make_environ"]
+__all__ = ["Response", "error_response", "make_environ"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[ \t\x21-\x7e\x80-\xff]*")
@@ -202,3 +203,22 @@ def _response_headers(
             continue
         kept.append((name, value))
     return kept, length
+
+
+def error_response(refusal: Refusal, server_name: str) -> bytes:
+    """The whole response to a refused request (or a failed app), as gunicorn words it.
+
+    Like gunicorn's, it carries its HTML body even for ``HEAD``: a client that reads
+    it as a GET response must not wait for bytes that never come.
+    """
+    phrase = refusal.status.phrase
+    page = (
+        f"<html>\n  <head>\n    <title>{phrase}</title>\n  </head>\n  <body>\n"
+        f"    <h1><p>{phrase}</p></h1>\n    {html.escape(refusal.detail)}\n  </body>\n</html>\n"
+    ).encode("latin-1", "replace")
+    head = (
+        f"HTTP/1.1 {refusal.status.value} {phrase}\r\nServer: {server_name}\r\n"
+        f"Date: {formatdate(usegmt=True)}\r\nConnection: close\r\n"
+        f"Content-Type: text/html\r\nContent-Length: {len(page)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + page
