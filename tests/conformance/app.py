@@ -318,7 +318,9 @@ ROUTES: dict[str, App] = {
 
 
 def _route(path: str) -> App:
-    return ROUTES.get(path, echo_app)
+    """The route for ``path``: ``/env`` serves ``/env`` and ``/env/...``; the rest echo."""
+    first = "/" + path.lstrip("/").split("/", 1)[0]
+    return ROUTES.get(first, echo_app) if path.startswith(first) else echo_app
 
 
 class _Guarded:

@@ -32,6 +32,8 @@ STARTUP_SECONDS = 60.0
 #: every strategy, in the order of servekit's table
 STRATEGIES = ["dev", "threaded", "processes", "sync", "gthread", "gevent", "eventlet", "tornado"]
 REFERENCE = "reference"
+#: for tests whose expectation is absolute: the reference must meet it too (a check of the test)
+WITH_REFERENCE = [*STRATEGIES, REFERENCE]
 
 #: options per strategy: one worker, small thread pools
 STRATEGY_OPTIONS: dict[str, list[str]] = {

@@ -52,8 +52,16 @@ HELLO_CHUNKED = b"5\r\nhello\r\n0\r\n\r\n"
 _FRAMING = [
     Case("framing", "cl-valid", post("Content-Length: 5", body=b"hello"), "baseline"),
     Case("framing", "cl-zero-padded", post("Content-Length: 005", body=b"hello"), "1*DIGIT"),
-    Case("framing", "cl-duplicate-same", post("Content-Length: 5", "Content-Length: 5", body=b"hello")),
-    Case("framing", "cl-duplicate-conflict", post("Content-Length: 5", "Content-Length: 6", body=b"hello!")),
+    Case(
+        "framing",
+        "cl-duplicate-same",
+        post("Content-Length: 5", "Content-Length: 5", body=b"hello"),
+    ),
+    Case(
+        "framing",
+        "cl-duplicate-conflict",
+        post("Content-Length: 5", "Content-Length: 6", body=b"hello!"),
+    ),
     Case("framing", "cl-list-same", post("Content-Length: 5, 5", body=b"hello")),
     Case("framing", "cl-list-conflict", post("Content-Length: 5, 6", body=b"hello!")),
     Case("framing", "cl-negative", post("Content-Length: -5", body=b"hello")),
@@ -61,27 +69,68 @@ _FRAMING = [
     Case("framing", "cl-hex", post("Content-Length: 0x5", body=b"hello")),
     Case("framing", "cl-underscore", post("Content-Length: 1_0", body=b"helloworld")),
     Case("framing", "cl-inner-space", post("Content-Length: 1 0", body=b"helloworld")),
-    Case("framing", "cl-superscript-digit", post(b"Content-Length: \xc2\xb2", body=b"hi"), "isdigit() but not DIGIT"),
-    Case("framing", "cl-fullwidth-digit", post(b"Content-Length: \xef\xbc\x95", body=b"hello"), "int() accepts it"),
+    Case(
+        "framing",
+        "cl-superscript-digit",
+        post(b"Content-Length: \xc2\xb2", body=b"hi"),
+        "isdigit() but not DIGIT",
+    ),
+    Case(
+        "framing",
+        "cl-fullwidth-digit",
+        post(b"Content-Length: \xef\xbc\x95", body=b"hello"),
+        "int() accepts it",
+    ),
     Case("framing", "cl-empty", post("Content-Length:", body=b"hello")),
     Case("framing", "cl-huge", post("Content-Length: 99999999999999999999999999", body=b"hello")),
-    Case("framing", "cl-and-te", post("Content-Length: 5", TE, body=HELLO_CHUNKED), "request smuggling"),
-    Case("framing", "te-and-cl", post(TE, "Content-Length: 5", body=HELLO_CHUNKED), "request smuggling"),
-    Case("framing", "cl-zero-then-request", post("Content-Length: 0", body=b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n")),
+    Case(
+        "framing",
+        "cl-and-te",
+        post("Content-Length: 5", TE, body=HELLO_CHUNKED),
+        "request smuggling",
+    ),
+    Case(
+        "framing",
+        "te-and-cl",
+        post(TE, "Content-Length: 5", body=HELLO_CHUNKED),
+        "request smuggling",
+    ),
+    Case(
+        "framing",
+        "cl-zero-then-request",
+        post("Content-Length: 0", body=b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+    ),
     Case("framing", "te-gzip", post("Transfer-Encoding: gzip", body=b"hello")),
     Case("framing", "te-identity", post("Transfer-Encoding: identity", body=b"hello")),
-    Case("framing", "te-chunked-gzip", post("Transfer-Encoding: chunked, gzip", body=HELLO_CHUNKED)),
-    Case("framing", "te-gzip-chunked", post("Transfer-Encoding: gzip, chunked", body=HELLO_CHUNKED)),
-    Case("framing", "te-chunked-chunked", post("Transfer-Encoding: chunked, chunked", body=HELLO_CHUNKED)),
+    Case(
+        "framing", "te-chunked-gzip", post("Transfer-Encoding: chunked, gzip", body=HELLO_CHUNKED)
+    ),
+    Case(
+        "framing", "te-gzip-chunked", post("Transfer-Encoding: gzip, chunked", body=HELLO_CHUNKED)
+    ),
+    Case(
+        "framing",
+        "te-chunked-chunked",
+        post("Transfer-Encoding: chunked, chunked", body=HELLO_CHUNKED),
+    ),
     Case("framing", "te-two-headers", post(TE, TE, body=HELLO_CHUNKED)),
-    Case("framing", "te-upper-case", post("Transfer-Encoding: CHUNKED", body=HELLO_CHUNKED), "codings are case-insensitive"),
+    Case(
+        "framing",
+        "te-upper-case",
+        post("Transfer-Encoding: CHUNKED", body=HELLO_CHUNKED),
+        "codings are case-insensitive",
+    ),
     Case("framing", "te-xchunked", post("Transfer-Encoding: xchunked", body=HELLO_CHUNKED)),
     Case("framing", "te-chunked-param", post("Transfer-Encoding: chunked;q=1", body=HELLO_CHUNKED)),
     Case("framing", "te-empty", post("Transfer-Encoding:", body=b"hello")),
     Case("framing", "te-obs-folded", post("Transfer-Encoding:", " chunked", body=HELLO_CHUNKED)),
     Case("framing", "te-vertical-tab", post(b"Transfer-Encoding: \x0bchunked", body=HELLO_CHUNKED)),
-    Case("framing", "te-space-before-colon", post("Transfer-Encoding : chunked", body=HELLO_CHUNKED)),
-    Case("framing", "te-http10", msg("POST /c HTTP/1.0", "Host: localhost", TE, body=HELLO_CHUNKED)),
+    Case(
+        "framing", "te-space-before-colon", post("Transfer-Encoding : chunked", body=HELLO_CHUNKED)
+    ),
+    Case(
+        "framing", "te-http10", msg("POST /c HTTP/1.0", "Host: localhost", TE, body=HELLO_CHUNKED)
+    ),
 ]
 
 _CHUNKS = [
@@ -98,11 +147,23 @@ _CHUNKS = [
     Case("chunks", "chunk-0x-prefix", chunked_post(b"0x5\r\nhello\r\n0\r\n\r\n")),
     Case("chunks", "chunk-not-hex", chunked_post(b"g\r\nhello\r\n0\r\n\r\n")),
     Case("chunks", "chunk-empty-size", chunked_post(b"\r\nhello\r\n0\r\n\r\n")),
-    Case("chunks", "chunk-huge-size", chunked_post(b"FFFFFFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n")),
-    Case("chunks", "chunk-ext-valid", chunked_post(b"5;name=value\r\nhello\r\n0\r\n\r\n"), "RFC 9112 7.1.1"),
+    Case(
+        "chunks", "chunk-huge-size", chunked_post(b"FFFFFFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n")
+    ),
+    Case(
+        "chunks",
+        "chunk-ext-valid",
+        chunked_post(b"5;name=value\r\nhello\r\n0\r\n\r\n"),
+        "RFC 9112 7.1.1",
+    ),
     Case("chunks", "chunk-ext-quoted", chunked_post(b'5;name="a value"\r\nhello\r\n0\r\n\r\n')),
     Case("chunks", "chunk-ext-bare-name", chunked_post(b"5;flag\r\nhello\r\n0;last\r\n\r\n")),
-    Case("chunks", "chunk-ext-bws", chunked_post(b"5 ;name=value\r\nhello\r\n0\r\n\r\n"), "BWS before ';'"),
+    Case(
+        "chunks",
+        "chunk-ext-bws",
+        chunked_post(b"5 ;name=value\r\nhello\r\n0\r\n\r\n"),
+        "BWS before ';'",
+    ),
     Case("chunks", "chunk-ext-nul", chunked_post(b"5;na\x00me\r\nhello\r\n0\r\n\r\n")),
     Case("chunks", "chunk-ext-bare-cr", chunked_post(b"5;a\rb\r\nhello\r\n0\r\n\r\n")),
     Case("chunks", "chunk-data-too-long", chunked_post(b"5\r\nhelloXX\r\n0\r\n\r\n")),
@@ -110,12 +171,26 @@ _CHUNKS = [
     Case("chunks", "chunk-size-line-lf", chunked_post(b"5\nhello\r\n0\r\n\r\n")),
     Case("chunks", "chunk-data-lf", chunked_post(b"5\r\nhello\n0\r\n\r\n")),
     Case("chunks", "chunk-last-lf", chunked_post(b"5\r\nhello\r\n0\n\n")),
-    Case("chunks", "trailer-valid", chunked_post(b"5\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n"), "trailer section"),
+    Case(
+        "chunks",
+        "trailer-valid",
+        chunked_post(b"5\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n"),
+        "trailer section",
+    ),
     Case("chunks", "trailer-two", chunked_post(b"5\r\nhello\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n")),
     Case("chunks", "trailer-no-colon", chunked_post(b"5\r\nhello\r\n0\r\nnot a trailer\r\n\r\n")),
-    Case("chunks", "trailer-content-length", chunked_post(b"5\r\nhello\r\n0\r\nContent-Length: 99\r\n\r\n")),
+    Case(
+        "chunks",
+        "trailer-content-length",
+        chunked_post(b"5\r\nhello\r\n0\r\nContent-Length: 99\r\n\r\n"),
+    ),
     Case("chunks", "missing-last-chunk", chunked_post(b"5\r\nhello\r\n"), "incomplete body"),
-    Case("chunks", "chunked-missing-final-crlf", chunked_post(b"5\r\nhello\r\n0\r\n"), "incomplete body"),
+    Case(
+        "chunks",
+        "chunked-missing-final-crlf",
+        chunked_post(b"5\r\nhello\r\n0\r\n"),
+        "incomplete body",
+    ),
 ]
 
 _REQUEST_LINE = [
@@ -153,7 +228,11 @@ _TARGETS = [
     Case("targets", "asterisk-options", msg("OPTIONS * HTTP/1.1", "Host: localhost")),
     Case("targets", "relative", get("c")),
     Case("targets", "authority-form-get", get("localhost:80")),
-    Case("targets", "authority-form-connect", msg("CONNECT localhost:80 HTTP/1.1", "Host: localhost:80")),
+    Case(
+        "targets",
+        "authority-form-connect",
+        msg("CONNECT localhost:80 HTTP/1.1", "Host: localhost:80"),
+    ),
     Case("targets", "double-slash", get("//c/d")),
     Case("targets", "fragment", get("/c#frag")),
     Case("targets", "percent-encoded", get("/c%20d/caf%C3%A9")),
@@ -195,8 +274,16 @@ _FIELDS = [
     Case("fields", "value-tab", get("/c", b"X-A: a\tb"), "HTAB is allowed"),
     Case("fields", "value-empty", get("/c", "X-A:"), "an empty value is allowed"),
     Case("fields", "whitespace-only-line", get("/c", "   ")),
-    Case("fields", "expect-unknown", post("Expect: something-else", "Content-Length: 5", body=b"hello")),
-    Case("fields", "get-with-body", msg("GET /c HTTP/1.1", "Host: localhost", "Content-Length: 5", body=b"hello")),
+    Case(
+        "fields",
+        "expect-unknown",
+        post("Expect: something-else", "Content-Length: 5", body=b"hello"),
+    ),
+    Case(
+        "fields",
+        "get-with-body",
+        msg("GET /c HTTP/1.1", "Host: localhost", "Content-Length: 5", body=b"hello"),
+    ),
 ]
 
 _LINE_ENDINGS = [
@@ -206,8 +293,18 @@ _LINE_ENDINGS = [
     Case("line-endings", "final-lf", b"GET /c HTTP/1.1\r\nHost: localhost\r\n\n"),
     Case("line-endings", "bare-cr-endings", b"GET /c HTTP/1.1\rHost: localhost\r\r"),
     Case("line-endings", "lf-cr", b"GET /c HTTP/1.1\n\rHost: localhost\n\r\n\r"),
-    Case("line-endings", "head-missing-final-crlf", b"GET /c HTTP/1.1\r\nHost: localhost\r\n", "incomplete head"),
-    Case("line-endings", "body-shorter-than-cl", post("Content-Length: 10", body=b"hello"), "incomplete body"),
+    Case(
+        "line-endings",
+        "head-missing-final-crlf",
+        b"GET /c HTTP/1.1\r\nHost: localhost\r\n",
+        "incomplete head",
+    ),
+    Case(
+        "line-endings",
+        "body-shorter-than-cl",
+        post("Content-Length: 10", body=b"hello"),
+        "incomplete body",
+    ),
 ]
 
 
@@ -232,7 +329,9 @@ _LIMITS = [
     Case("limits", "request-line-4095", _long_target(4095)),
     Case("limits", "request-line-8200", _long_target(8200)),
     Case("limits", "request-line-70000", _long_target(70000)),
-    Case("limits", "field-8188", _long_field(8188), "gunicorn limit_request_field_size, CRLF counted"),
+    Case(
+        "limits", "field-8188", _long_field(8188), "gunicorn limit_request_field_size, CRLF counted"
+    ),
     Case("limits", "field-8189", _long_field(8189)),
     Case("limits", "field-9000", _long_field(9000)),
     Case("limits", "field-70000", _long_field(70000)),
@@ -241,7 +340,15 @@ _LIMITS = [
     Case("limits", "fields-300", _fields(300)),
 ]
 
-CASES: list[Case] = [*_FRAMING, *_CHUNKS, *_REQUEST_LINE, *_TARGETS, *_FIELDS, *_LINE_ENDINGS, *_LIMITS]
+CASES: list[Case] = [
+    *_FRAMING,
+    *_CHUNKS,
+    *_REQUEST_LINE,
+    *_TARGETS,
+    *_FIELDS,
+    *_LINE_ENDINGS,
+    *_LIMITS,
+]
 GROUPS: list[str] = list(dict.fromkeys(case.group for case in CASES))
 
 

@@ -47,7 +47,7 @@ def outcomes(servers: Servers) -> Iterator[Outcomes]:
     """Each server's outcome for each case, measured once, all servers in parallel."""
     names = [REFERENCE, *STRATEGIES]
     with ThreadPoolExecutor(len(names)) as pool:
-        measured = dict(zip(names, pool.map(lambda n: _run_corpus(servers, n), names)))
+        measured = dict(zip(names, pool.map(lambda n: _run_corpus(servers, n), names), strict=True))
     yield measured
 
 

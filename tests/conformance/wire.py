@@ -111,7 +111,7 @@ class Connection:
             data = self.sock.recv(65536)
         except (ConnectionResetError, ConnectionAbortedError):
             data = b""
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise TimeoutError("no data") from exc
         if not data:
             self.eof = True
@@ -149,7 +149,9 @@ class Connection:
             return None
         while b"\r\n\r\n" not in self.buffer:
             if not self.fill():
-                raise BadResponse(f"connection ended inside a response head: {bytes(self.buffer)!r}")
+                raise BadResponse(
+                    f"connection ended inside a response head: {bytes(self.buffer)!r}"
+                )
         arrived = time.monotonic()
         head = self._take(self.buffer.index(b"\r\n\r\n"))
         self._take(4)
@@ -334,3 +336,22 @@ def outcome(port: int, raw: bytes, silence: float = SILENCE) -> str:
             )
         closed = conn.closes_within()
         return f"{response.status} then {'closed' if closed else 'kept open'}"
+
+
+def fetch(
+    port: int,
+    method: str = "GET",
+    target: str = "/",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    version: str = "HTTP/1.1",
+) -> Response:
+    """One request with ``Connection: close`` on a new connection; its final response.
+
+    Raises:
+        AssertionError: the connection ended without a response.
+    """
+    raw = request(method, target, [("Connection", "close"), *(headers or [])], body, version)
+    _, response = exchange(port, raw, method)
+    assert response is not None, f"{method} {target}: connection closed without a response"
+    return response
