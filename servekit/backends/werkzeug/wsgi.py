@@ -101,8 +101,10 @@ def _from_host(host: str, secure: bool) -> tuple[str, str]:
     """SERVER_NAME and SERVER_PORT on a unix socket: from the Host header."""
     if not host:
         return "", ""
-    name, colon, port = host.partition(":")
-    return name, port if colon else ("443" if secure else "80")
+    name, colon, port = host.rpartition(":")
+    if not colon or "]" in port:  # no port, or the end of a bracketed IPv6 address
+        return host, "443" if secure else "80"
+    return name, port
 
 
 class Response:
