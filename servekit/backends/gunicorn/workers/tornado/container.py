@@ -46,6 +46,13 @@ class StreamingResponse(wsgi.Response):  # type: ignore[misc]
     The socket it writes to is a :class:`~.bridge.ClientSocket`.
     """
 
+    def send_headers(self) -> None:
+        """Send the response head, saying ``Connection: close`` when the request body the
+        app left unread is too much to skip (or of unknown size) before the next request."""
+        if not self.headers_sent and not _skippable(self.req):
+            self.force_close()
+        super().send_headers()
+
     def write(self, arg: bytes) -> None:
         """Send ``arg`` (and, the first time, the response head) to the client."""
         self.sock.cork()
@@ -179,6 +186,24 @@ class Container:
             worker.handle_error(req, connection.client, connection.peer, exc)
         except Exception as error:
             worker.log.debug("Failed to send the error response: %s", error)
+
+
+def _unread(req: Any) -> int | None:
+    """Bytes of the request body not yet received from the client: 0 when it has all been
+    read, None when that is unknown (a chunked body short of its last chunk)."""
+    reader = getattr(req.body, "reader", None)
+    remaining = getattr(reader, "length", None)  # gunicorn's LengthReader
+    if isinstance(remaining, int):
+        return remaining
+    if reader is not None and getattr(reader, "parser", True) is None:  # a finished ChunkedReader
+        return 0
+    return None
+
+
+def _skippable(req: Any) -> bool:
+    """Whether the unread rest of the request body can be read and dropped after the response."""
+    unread = _unread(req)
+    return unread is not None and unread <= _DRAIN_MAX_BYTES
 
 
 def _finish_body(req: Any) -> bool:
