@@ -233,17 +233,23 @@ class Connection:
 
     def closes_within(self, seconds: float = CLOSE_WAIT) -> bool:
         """Whether the server ends the connection within ``seconds`` (sending nothing more)."""
+        return self.ending(seconds) == "closed"
+
+    def ending(self, seconds: float = CLOSE_WAIT) -> str:
+        """What the connection does in the next ``seconds``: ``closed`` (nothing more came),
+        ``kept open``, or ``N more bytes: ...`` (it sent more, then closed or not)."""
         end = time.monotonic() + seconds
         while not self.eof:
             left = end - time.monotonic()
             if left <= 0:
-                return False
+                break
             try:
-                if self.fill(left):
-                    return False  # more bytes: not a clean end
+                self.fill(left)
             except TimeoutError:
-                return False
-        return not self.buffer
+                break
+        if self.buffer:
+            return f"{len(self.buffer)} more bytes: {bytes(self.buffer[:60])!r}"
+        return "closed" if self.eof else "kept open"
 
 
 def request(
@@ -305,8 +311,9 @@ def outcome(port: int, raw: bytes, silence: float = SILENCE) -> str:
     - ``waits for more (no response)``: nothing came back within :data:`QUICK` seconds:
       the server waits for the rest of the request, until ``silence`` seconds (when the
       client gives up) or its own idle timeout (when it closes: also this class);
-    - ``NNN then closed`` / ``NNN then kept open``: a non-2xx response, and whether the
-      server ended the connection within :data:`CLOSE_WAIT` seconds after it;
+    - ``NNN then closed`` / ``NNN then kept open`` / ``NNN then more bytes``: a non-2xx
+      response, and whether the server ended the connection within :data:`CLOSE_WAIT`
+      seconds after it (or sent more);
     - ``NNN app saw ...``: a 2xx from the default route, with what the app saw of the
       request (method, path, query and the body's length and sha256);
     - ``NNN truncated`` / ``garbage ...``: a broken response.
@@ -334,8 +341,8 @@ def outcome(port: int, raw: bytes, silence: float = SILENCE) -> str:
                 f"|{short(seen['path_info'])} ?{short(seen['query'])} body {seen['length']} "
                 f"bytes sha256 {seen['sha256'][:12]}"
             )
-        closed = conn.closes_within()
-        return f"{response.status} then {'closed' if closed else 'kept open'}"
+        ending = conn.ending()
+        return f"{response.status} then {'more bytes' if 'more bytes' in ending else ending}"
 
 
 def fetch(
