@@ -19,7 +19,7 @@ from wsgiref.validate import validator
 import pytest
 
 from servekit.backends.werkzeug.body import ChunkedBody
-from servekit.backends.werkzeug.head import Incomplete, Refusal, RequestHead, read_head
+from servekit.backends.werkzeug.head import Incomplete, Refusal, RequestHead, Trust, read_head
 from servekit.testing import RunningServer, running
 from tests.conftest import ROOT
 
@@ -115,12 +115,20 @@ def test_accepted_like_gunicorn(case: str) -> None:
     assert _status(ACCEPTED[case]) == 200
 
 
-def test_underscored_names_are_dropped_and_proxies_untrusted() -> None:
+def test_underscored_names_are_dropped_unless_from_a_proxy() -> None:
     """X_Forwarded_For never reaches the app; SCRIPT_NAME only from a trusted peer."""
     raw = b"GET / HTTP/1.1\r\nX_Forwarded_For: 1\r\nSCRIPT_NAME: /a\r\nX-A: 1\r\n\r\n"
     assert [name for name, _ in _head(raw).fields] == ["X-A"]  # type: ignore[union-attr]
     trusted = _head(raw, trusted=True)
     assert trusted is not None and [n for n, _ in trusted.fields] == ["SCRIPT_NAME", "X-A"]
+
+
+def test_proxies_trusted_as_by_gunicorn() -> None:
+    """Loopback (gunicorn's default forwarded_allow_ips) and unix peers are trusted."""
+    trust = Trust()
+    assert trust.trusts(("127.0.0.1", 5)) and trust.trusts(("::1", 5, 0, 0)) and trust.trusts("")
+    assert not trust.trusts(("10.0.0.1", 5))
+    assert Trust("10.0.0.0/8").trusts(("10.1.2.3", 5)) and Trust("*").trusts(("8.8.8.8", 5))
 
 
 def test_incomplete_head_is_not_answered() -> None:

@@ -19,6 +19,7 @@ from http import HTTPStatus
 from urllib.parse import SplitResult, urlsplit
 
 __all__ = [
+    "DEFAULT_TRUSTED",
     "Incomplete",
     "Policy",
     "Refusal",
@@ -31,6 +32,8 @@ __all__ = [
     "trailer_policy",
 ]
 
+#: gunicorn's default ``forwarded_allow_ips`` (servekit's too)
+DEFAULT_TRUSTED = "127.0.0.1,::1"
 MAX_REQUEST_LINE = 4094
 MAX_FIELD_LINE = 8190
 MAX_FIELDS = 100
@@ -85,22 +88,18 @@ def bad_request(detail: str) -> Refusal:
 
 
 class Trust:
-    """Which peers may set the forwarding headers, as gunicorn's ``forwarded_allow_ips``.
+    """Which peers may set the forwarding headers: gunicorn's ``forwarded_allow_ips``.
 
-    ``None`` trusts nobody, not even a unix socket peer (which gunicorn always trusts):
-    the werkzeug strategies have no ``forwarded_allow_ips`` option.
+    A unix socket peer is always trusted, as by gunicorn.
     """
 
-    def __init__(self, allowed: str | None = None) -> None:
-        items = [part.strip() for part in (allowed or "").split(",") if part.strip()]
-        self.nobody = allowed is None
+    def __init__(self, allowed: str = DEFAULT_TRUSTED) -> None:
+        items = [part.strip() for part in allowed.split(",") if part.strip()]
         self.everyone = "*" in items
         self.networks = [ipaddress.ip_network(i, strict=False) for i in items if i != "*"]
 
     def trusts(self, peer: object) -> bool:
         """Whether ``peer`` (a socket address) may act as a proxy."""
-        if self.nobody:
-            return False
         if self.everyone or not isinstance(peer, tuple):
             return True
         try:

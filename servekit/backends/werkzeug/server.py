@@ -20,7 +20,7 @@ from werkzeug.serving import (
 )
 
 from servekit.backends.werkzeug.handler import Handler, linger
-from servekit.backends.werkzeug.head import Trust
+from servekit.backends.werkzeug.head import DEFAULT_TRUSTED, Trust
 from servekit.backends.werkzeug.reload import load_for_reload
 from servekit.loading import load_app
 from servekit.logs import get_logger
@@ -142,7 +142,8 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     host, port = (f"unix://{address}", 0) if isinstance(address, str) else address
     ssl_context = (cfg.certfile, cfg.keyfile) if cfg.certfile else None
     Handler.access_log = bool(cfg.access_log)
-    Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None))
+    # the werkzeug strategies have no forwarded_allow_ips option (yet): gunicorn's default
+    Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
     if plan.strategy == "threaded":
         return _Threaded(host, port, app, Handler, False, ssl_context, fd=fd)
     if plan.strategy == "processes":
