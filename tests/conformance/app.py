@@ -134,7 +134,11 @@ def echo_app(environ: Environ, start_response: StartResponse) -> list[bytes]:
             "length": length,
             "sha256": digest.hexdigest(),
             "content_length": environ.get("CONTENT_LENGTH"),
+            "content_type": environ.get("CONTENT_TYPE"),
             "input_terminated": bool(environ.get("wsgi.input_terminated")),
+            "headers": sorted(
+                (key, value) for key, value in environ.items() if key.startswith("HTTP_")
+            ),
         },
     )
 

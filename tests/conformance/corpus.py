@@ -340,6 +340,241 @@ _LIMITS = [
     Case("limits", "fields-300", _fields(300)),
 ]
 
+
+# Second round: edges of each area (whitespace, encodings, limits of tokens) and other
+# protocols spoken to an HTTP/1 port.
+_FRAMING += [
+    Case("framing", "cl-ows", post("Content-Length:   5  ", body=b"hello"), "OWS around the value"),
+    Case("framing", "cl-tab", post("Content-Length:\t5", body=b"hello")),
+    Case("framing", "cl-body-longer", post("Content-Length: 5", body=b"helloEXTRA")),
+    Case("framing", "cl-2-pow-64", post("Content-Length: 18446744073709551616", body=b"hello")),
+    Case("framing", "no-framing-with-bytes", post(body=b"hello"), "no CL, no TE: no body"),
+    Case(
+        "framing",
+        "te-gzip-then-chunked-headers",
+        post("Transfer-Encoding: gzip", TE, body=HELLO_CHUNKED),
+    ),
+    Case(
+        "framing",
+        "te-chunked-then-identity-headers",
+        post(TE, "Transfer-Encoding: identity", body=HELLO_CHUNKED),
+    ),
+    Case(
+        "framing",
+        "te-chunked-trailing-comma",
+        post("Transfer-Encoding: chunked,", body=HELLO_CHUNKED),
+    ),
+    Case("framing", "te-leading-comma", post("Transfer-Encoding: , chunked", body=HELLO_CHUNKED)),
+    Case("framing", "te-trailing-ows", post("Transfer-Encoding: chunked  ", body=HELLO_CHUNKED)),
+    Case("framing", "te-nul", post(b"Transfer-Encoding: chunked\x00", body=HELLO_CHUNKED)),
+    Case("framing", "te-lowercase-name", post("transfer-encoding: chunked", body=HELLO_CHUNKED)),
+    Case("framing", "cl-lowercase-name", post("content-length: 5", body=b"hello")),
+    Case(
+        "framing",
+        "cl-te-http10",
+        msg("POST /c HTTP/1.0", "Host: localhost", "Content-Length: 5", TE, body=HELLO_CHUNKED),
+    ),
+]
+
+_CHUNKS += [
+    Case("chunks", "chunk-empty-body", chunked_post(b"0\r\n\r\n")),
+    Case(
+        "chunks",
+        "chunk-many-leading-zeros",
+        chunked_post(b"00000000000000000005\r\nhello\r\n0\r\n\r\n"),
+    ),
+    Case("chunks", "chunk-upper-0x", chunked_post(b"0X5\r\nhello\r\n0\r\n\r\n")),
+    Case("chunks", "chunk-leading-tab", chunked_post(b"\t5\r\nhello\r\n0\r\n\r\n")),
+    Case(
+        "chunks",
+        "chunk-ext-bws-after-semicolon",
+        chunked_post(b"5; name=value\r\nhello\r\n0\r\n\r\n"),
+    ),
+    Case(
+        "chunks",
+        "chunk-ext-bws-around-equals",
+        chunked_post(b"5;name = value\r\nhello\r\n0\r\n\r\n"),
+    ),
+    Case(
+        "chunks", "chunk-ext-space-in-value", chunked_post(b"5;name=va lue\r\nhello\r\n0\r\n\r\n")
+    ),
+    Case("chunks", "chunk-ext-many", chunked_post(b"5;a=1;b=2;c\r\nhello\r\n0\r\n\r\n")),
+    Case("chunks", "chunk-ext-long", chunked_post(b"5;" + b"a" * 9000 + b"\r\nhello\r\n0\r\n\r\n")),
+    Case("chunks", "chunk-size-then-garbage", chunked_post(b"5x\r\nhello\r\n0\r\n\r\n")),
+    Case("chunks", "chunk-data-bare-cr", chunked_post(b"5\r\nhello\r0\r\n\r\n")),
+    Case(
+        "chunks",
+        "chunk-after-last",
+        chunked_post(b"5\r\nhello\r\n0\r\n\r\nGARBAGE"),
+        "bytes after the body",
+    ),
+    Case("chunks", "trailer-obs-fold", chunked_post(b"5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n")),
+    Case("chunks", "trailer-host", chunked_post(b"5\r\nhello\r\n0\r\nHost: evil\r\n\r\n")),
+    Case(
+        "chunks",
+        "trailer-transfer-encoding",
+        chunked_post(b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ),
+    Case("chunks", "trailer-nul", chunked_post(b"5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n")),
+    Case(
+        "chunks", "trailer-space-before-colon", chunked_post(b"5\r\nhello\r\n0\r\nX-T : a\r\n\r\n")
+    ),
+]
+
+_REQUEST_LINE += [
+    Case("request-line", "method-with-digits", msg("M3 /c HTTP/1.1", "Host: localhost")),
+    Case("request-line", "method-with-dash", msg("M-SEARCH /c HTTP/1.1", "Host: localhost")),
+    Case("request-line", "method-with-tchar", msg("GE!T /c HTTP/1.1", "Host: localhost")),
+    Case(
+        "request-line",
+        "method-lower-post",
+        msg("post /c HTTP/1.1", "Host: localhost", "Content-Length: 5", body=b"hello"),
+    ),
+    Case("request-line", "method-connect-origin", msg("CONNECT /c HTTP/1.1", "Host: localhost")),
+    Case("request-line", "two-leading-empty-lines", b"\r\n\r\n" + get("/c")),
+    Case("request-line", "leading-lf", b"\n" + get("/c")),
+    Case("request-line", "bom-before-method", b"\xef\xbb\xbf" + get("/c")),
+    Case("request-line", "version-padded-major", get("/c", version="HTTP/01.1")),
+    Case("request-line", "version-padded-minor", get("/c", version="HTTP/1.01")),
+    Case("request-line", "version-space", msg("GET /c HTTP/ 1.1", "Host: localhost")),
+    Case("request-line", "version-0-9", get("/c", version="HTTP/0.9")),
+    Case("request-line", "version-1-9", get("/c", version="HTTP/1.9")),
+    Case("request-line", "version-9-9", get("/c", version="HTTP/9.9")),
+    Case("request-line", "version-nul", get("/c", version="HTTP/1.1\x00")),
+    Case("request-line", "version-only", msg("HTTP/1.1", "Host: localhost")),
+]
+
+_TARGETS += [
+    Case("targets", "encoded-nul", get("/c%00d")),
+    Case("targets", "encoded-latin1", get("/caf%E9")),
+    Case("targets", "encoded-dot-segments", get("/a/%2e%2e/b")),
+    Case("targets", "dot-segments", get("/a/../b/./c")),
+    Case("targets", "two-question-marks", get("/c?a?b")),
+    Case("targets", "semicolon-params", get("/c;x=1?y=2")),
+    Case("targets", "query-without-path", get("?x=1")),
+    Case("targets", "empty-query", get("/c?")),
+    Case("targets", "backslash", get("/c\\d")),
+    Case("targets", "braces-and-pipe", get("/c{d}|e^f")),
+    Case("targets", "double-quote", get('/c"d')),
+    Case("targets", "absolute-form-no-path", get("http://localhost")),
+    Case("targets", "absolute-form-userinfo", get("http://user:pw@localhost/c")),
+    Case("targets", "absolute-form-port", get("http://localhost:8080/c?x=1")),
+    Case("targets", "absolute-form-upper-scheme", get("HTTP://localhost/c")),
+    Case("targets", "absolute-form-ftp", get("ftp://localhost/c")),
+    Case("targets", "scheme-only", get("http:/c")),
+    Case("targets", "high-byte-in-query", get(b"/c?x=\xff")),
+]
+
+_FIELDS += [
+    Case("fields", "value-ows-stripped", get("/c", "X-A:   b   ")),
+    Case("fields", "value-trailing-tab", get("/c", "X-A: b\t")),
+    Case("fields", "value-inner-spaces", get("/c", "X-A: a  b")),
+    Case("fields", "value-with-colon", get("/c", "X-A: a:b:c")),
+    Case("fields", "value-latin1", get("/c", b"X-A: \xe9\xff")),
+    Case("fields", "name-upper-case", get("/c", "X-UPPER: 1")),
+    Case("fields", "name-lower-host", msg("GET /c HTTP/1.1", "host: localhost")),
+    Case("fields", "name-long", get("/c", "X-" + "n" * 1000 + ": 1")),
+    Case("fields", "name-trailing-dot", get("/c", "X-A.: 1"), "'.' is a tchar"),
+    Case(
+        "fields",
+        "content-type-twice",
+        post(
+            "Content-Type: text/plain",
+            "Content-Type: text/html",
+            "Content-Length: 5",
+            body=b"hello",
+        ),
+    ),
+    Case("fields", "host-port", msg("GET /c HTTP/1.1", "Host: localhost:8080")),
+    Case("fields", "host-bad-port", msg("GET /c HTTP/1.1", "Host: a:b")),
+    Case("fields", "host-ipv6", msg("GET /c HTTP/1.1", "Host: [::1]:80")),
+    Case("fields", "host-userinfo", msg("GET /c HTTP/1.1", "Host: user@localhost")),
+    Case("fields", "host-nul", msg("GET /c HTTP/1.1", b"Host: local\x00host")),
+    Case(
+        "fields",
+        "expect-100-uppercase",
+        post("Expect: 100-CONTINUE", "Content-Length: 5", body=b"hello"),
+    ),
+    Case(
+        "fields",
+        "expect-http10",
+        msg(
+            "POST /c HTTP/1.0",
+            "Host: localhost",
+            "Expect: something",
+            "Content-Length: 5",
+            body=b"hello",
+        ),
+    ),
+    Case(
+        "fields",
+        "connection-upgrade-h2c",
+        get(
+            "/c",
+            "Connection: Upgrade, HTTP2-Settings",
+            "Upgrade: h2c",
+            "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+        ),
+    ),
+    Case(
+        "fields",
+        "upgrade-websocket",
+        get(
+            "/c",
+            "Connection: Upgrade",
+            "Upgrade: websocket",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ),
+    ),
+    Case(
+        "fields",
+        "x-forwarded-proto-twice",
+        get("/c", "X-Forwarded-Proto: https", "X-Forwarded-Proto: http"),
+        "conflicting scheme headers",
+    ),
+    Case("fields", "x-forwarded-proto-bogus", get("/c", "X-Forwarded-Proto: gopher")),
+]
+
+_LINE_ENDINGS += [
+    Case("line-endings", "cr-cr-lf", b"GET /c HTTP/1.1\r\r\nHost: localhost\r\n\r\n"),
+    Case("line-endings", "header-ends-cr-space", b"GET /c HTTP/1.1\r\nHost: localhost\r \n\r\n"),
+    Case(
+        "line-endings",
+        "space-only-line-before-end",
+        b"GET /c HTTP/1.1\r\nHost: localhost\r\n \r\n\r\n",
+    ),
+    Case("line-endings", "only-crlfs", b"\r\n\r\n\r\n\r\n"),
+]
+
+_OTHER_PROTOCOLS = [
+    Case(
+        "other-protocols",
+        "http2-preface",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "prior-knowledge h2c",
+    ),
+    Case(
+        "other-protocols",
+        "proxy-protocol-v1",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1111 2222\r\n" + get("/c"),
+    ),
+    Case(
+        "other-protocols",
+        "proxy-protocol-v2",
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x01\x02\x03\x04\x05\x06\x07\x08\x04\x57\x08\xae"
+        + get("/c"),
+    ),
+    Case(
+        "other-protocols",
+        "tls-client-hello",
+        bytes.fromhex("160301002f0100002b0303") + b"\x00" * 32 + bytes.fromhex("000002002f0100"),
+    ),
+    Case("other-protocols", "ssh-banner", b"SSH-2.0-OpenSSH_9.6\r\n"),
+    Case("other-protocols", "smtp-helo", b"HELO example.com\r\n\r\n"),
+    Case("other-protocols", "binary-garbage", bytes(range(256))),
+]
+
 CASES: list[Case] = [
     *_FRAMING,
     *_CHUNKS,
@@ -348,6 +583,7 @@ CASES: list[Case] = [
     *_FIELDS,
     *_LINE_ENDINGS,
     *_LIMITS,
+    *_OTHER_PROTOCOLS,
 ]
 GROUPS: list[str] = list(dict.fromkeys(case.group for case in CASES))
 

@@ -315,7 +315,8 @@ def outcome(port: int, raw: bytes, silence: float = SILENCE) -> str:
       response, and whether the server ended the connection within :data:`CLOSE_WAIT`
       seconds after it (or sent more);
     - ``NNN app saw ...``: a 2xx from the default route, with what the app saw of the
-      request (method, path, query and the body's length and sha256);
+      request (method, SCRIPT_NAME|PATH_INFO, QUERY_STRING, the body's length and sha256,
+      CONTENT_TYPE and the HTTP_* keys);
     - ``NNN truncated`` / ``garbage ...``: a broken response.
     """
     with Connection(port) as conn:
@@ -339,7 +340,8 @@ def outcome(port: int, raw: bytes, silence: float = SILENCE) -> str:
             return (
                 f"{response.status} app saw {short(seen['method'])} {short(seen['script_name'])}"
                 f"|{short(seen['path_info'])} ?{short(seen['query'])} body {seen['length']} "
-                f"bytes sha256 {seen['sha256'][:12]}"
+                f"bytes sha256 {seen['sha256'][:12]}, CONTENT_TYPE {short(seen['content_type'])},"
+                f" {short(' '.join(f'{k}={v!r}' for k, v in seen['headers']), 160)}"
             )
         ending = conn.ending()
         return f"{response.status} then {'more bytes' if 'more bytes' in ending else ending}"
