@@ -30,30 +30,25 @@ _LINGER_BYTES = 1 << 20
 class Handler(WSGIRequestHandler):
     """Reads each request as strictly as gunicorn (:mod:`.head`), serves it, logs it, closes.
 
-    http.server's parsing takes what gunicorn refuses (HTTP/0.9, two ``Host``
-    headers, ``Transfer-Encoding: gzip``, control bytes...), and werkzeug's
-    ``run_wsgi`` gets the body framing, ``HEAD`` and the environ wrong (:mod:`.wsgi`);
-    neither is used. One request per connection, as gunicorn's sync worker does.
+    Neither http.server's parsing (it takes what gunicorn refuses) nor werkzeug's
+    ``run_wsgi`` (body framing, ``HEAD``, the environ: see :mod:`.wsgi`) is used; one
+    request per connection, as with gunicorn's sync worker.
     """
 
     access_log: ClassVar[bool] = True
     trust: ClassVar[Trust] = Trust()
-    #: a client silent this long (while its request is read, or kept alive) is let go;
+    #: a client silent this long (while its request is read) is let go;
     #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody,
     #: and held a thread (threaded) or one of the ``workers`` processes for good
     timeout = REQUEST_TIMEOUT_SECONDS
     _status: int | str | None = None
     head: RequestHead
 
-    #: refusals sent before the request line's version is known get a status line;
-    #: http.server's default (HTTP/0.9) sends them as a bare HTML body
-    default_request_version = "HTTP/1.0"
-
     def handle_one_request(self) -> None:
         """Read and check one request head, then serve it (or refuse it)."""
         self.close_connection = True
         self.command = self.path = self.requestline = ""
-        self.request_version = self.default_request_version
+        self.request_version = ""
         try:
             head = read_head(self.rfile, self.trust.trusts(self.client_address))
         except Refusal as refusal:
