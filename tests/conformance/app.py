@@ -17,6 +17,9 @@ Routes (by ``PATH_INFO``; anything else echoes the request body):
 - ``/content-type``: two ``Content-Type`` response headers.
 - ``/head``: a 100-byte body (``?stream=1``: from a generator, without Content-Length).
 - ``/multipart``: ``multipart/form-data`` parsed with werkzeug's form parser.
+- ``/respond?case=``: one of :data:`RESPONSES`, sent as the app gives it.
+- ``/input?mode=``: ``wsgi.input`` read with ``read()``, ``readline()``, iteration ...
+- ``/wsgi``: the ``wsgi.*`` flags and the SERVER_* / REMOTE_ADDR values.
 - default: the body read as Flask reads it, echoed as length and sha256 with the
   method, path and query.
 """
@@ -306,7 +309,106 @@ def multipart_app(environ: Environ, start_response: StartResponse) -> list[bytes
     return _respond_json(start_response, {"form": dict(form.items()), "files": uploaded})
 
 
+#: response-side cases: (status, headers, body chunks); what the server makes of each is
+#: compared with the reference (injection, invalid names, framing the app got wrong)
+RESPONSES: dict[str, tuple[str, list[tuple[str, str]], list[bytes]]] = {
+    "plain": ("200 OK", [("Content-Type", "text/plain")], [b"plain"]),
+    "header-injection": ("200 OK", [("X-A", "a\r\nX-Injected: 1")], [b"body"]),
+    "header-lf-injection": ("200 OK", [("X-A", "a\nX-Injected: 1")], [b"body"]),
+    "header-name-space": ("200 OK", [("X A", "b")], [b"body"]),
+    "header-name-colon": ("200 OK", [("X-A:", "b")], [b"body"]),
+    "header-value-ctl": ("200 OK", [("X-A", "a\x01b")], [b"body"]),
+    "header-non-latin1": ("200 OK", [("X-A", "\u2603")], [b"body"]),
+    "header-latin1": ("200 OK", [("X-A", "caf\xe9")], [b"body"]),
+    "header-trailing-space": ("200 OK", [("X-A", "b  ")], [b"body"]),
+    "header-empty-value": ("200 OK", [("X-A", "")], [b"body"]),
+    "app-server-header": ("200 OK", [("Server", "app/1.0")], [b"body"]),
+    "app-date-header": ("200 OK", [("Date", "Mon, 01 Jan 2001 00:00:00 GMT")], [b"body"]),
+    "status-no-reason": ("200", [], [b"body"]),
+    "status-custom-reason": ("299 Very Fine", [], [b"body"]),
+    "status-not-a-number": ("abc OK", [], [b"body"]),
+    "status-four-digits": ("2000 OK", [], [b"body"]),
+    "content-length-short": ("200 OK", [("Content-Length", "100")], [b"only ten b"]),
+    "content-length-long": ("200 OK", [("Content-Length", "5")], [b"more than five"]),
+    "content-length-invalid": ("200 OK", [("Content-Length", "abc")], [b"body"]),
+    "content-length-twice": (
+        "200 OK",
+        [("Content-Length", "4"), ("Content-Length", "4")],
+        [b"body"],
+    ),
+    "app-transfer-encoding": ("200 OK", [("Transfer-Encoding", "chunked")], [b"body"]),
+    "app-connection-close": ("200 OK", [("Connection", "close")], [b"body"]),
+    "app-connection-keepalive": ("200 OK", [("Connection", "keep-alive")], [b"body"]),
+    "empty-chunks": ("200 OK", [], [b"a", b"", b"b", b"", b"", b"c"]),
+    "only-empty-chunks": ("200 OK", [], [b"", b""]),
+    "no-body": ("200 OK", [], []),
+    "204-with-body": ("204 No Content", [], [b"nope"]),
+    "304-with-body": ("304 Not Modified", [], [b"nope"]),
+    "205-with-body": ("205 Reset Content", [], [b"nope"]),
+    "500-from-app": ("500 Internal Server Error", [], [b"app error page"]),
+}
+
+
+def respond_app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+    """``/respond?case=NAME``: the response :data:`RESPONSES` names, exactly as given."""
+    status, headers, chunks = RESPONSES[_query(environ)["case"]]
+    start_response(status, list(headers))
+    yield from chunks
+
+
+def input_app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    """``/input?mode=``: ``wsgi.input`` read as apps read it; what each call returned."""
+    stream = environ["wsgi.input"]
+    mode = _query(environ).get("mode", "read")
+    calls: list[str] = []
+    if mode == "read":  # read() without a size: the whole body, then b""
+        calls = [stream.read().decode("latin-1"), stream.read().decode("latin-1")]
+    elif mode == "read-big":  # a size beyond the body: what there is, without blocking
+        calls = [stream.read(1 << 20).decode("latin-1"), stream.read(10).decode("latin-1")]
+    elif mode == "read-minus-one":
+        calls = [stream.read(-1).decode("latin-1")]
+    elif mode == "readline":
+        while True:
+            line = stream.readline()
+            calls.append(line.decode("latin-1"))
+            if not line:
+                break
+    elif mode == "readline-sized":
+        calls = [stream.readline(3).decode("latin-1"), stream.readline(100).decode("latin-1")]
+    elif mode == "readlines":
+        calls = [line.decode("latin-1") for line in stream.readlines()]
+    elif mode == "iterate":
+        calls = [line.decode("latin-1") for line in stream]
+    elif mode == "small-reads":
+        while True:
+            piece = stream.read(3)
+            calls.append(piece.decode("latin-1"))
+            if not piece:
+                break
+    return _respond_json(start_response, {"mode": mode, "calls": calls})
+
+
+def wsgi_keys_app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    """``/wsgi``: the wsgi.* flags and the SERVER_* / REMOTE_ADDR values."""
+    return _respond_json(
+        start_response,
+        {
+            "version": list(environ.get("wsgi.version", ())),
+            "multithread": environ.get("wsgi.multithread"),
+            "multiprocess": environ.get("wsgi.multiprocess"),
+            "run_once": environ.get("wsgi.run_once"),
+            "errors_writable": callable(getattr(environ.get("wsgi.errors"), "write", None)),
+            "server_name": environ.get("SERVER_NAME"),
+            "server_port": environ.get("SERVER_PORT"),
+            "remote_addr": environ.get("REMOTE_ADDR"),
+        },
+    )
+
+
 ROUTES: dict[str, App] = {
+    "/respond": respond_app,
+    "/input": input_app,
+    "/wsgi": wsgi_keys_app,
     "/ping": ping_app,
     "/env": env_app,
     "/stream": stream_app,
