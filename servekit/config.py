@@ -87,6 +87,18 @@ class StrategyConfig(BaseModel):
     access_log: bool | None = _opt("true", "Log one event per request.")
     certfile: str | None = _opt("none", "TLS certificate file (PEM); needs keyfile.", min_length=1)
     keyfile: str | None = _opt("none", "TLS private key file (PEM); needs certfile.", min_length=1)
+    metrics: str | None = _opt(
+        "off",
+        "Address ('host:port' or 'unix:/path') of a listener of its own serving Prometheus "
+        "metrics at /metrics and readiness at /ready (see README).",
+        min_length=1,
+    )
+    access_log_fields: str | None = _opt(
+        "none",
+        "Request headers to add to each access log event, comma-separated (e.g. "
+        "'x-request-id,x-b3-traceid'); each becomes a field named after the header.",
+        min_length=1,
+    )
     chdir: str | None = _opt(
         "none",
         "Directory to change to before the app is imported, in the master and every worker; "
@@ -105,12 +117,28 @@ class StrategyConfig(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("bind")
+    @field_validator("bind", "metrics")
     @classmethod
     def _check_bind(cls, value: str | None) -> str | None:
         if value is not None:
             parse_bind(value)
         return value
+
+    @field_validator("access_log_fields")
+    @classmethod
+    def _check_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        token = set("abcdefghijklmnopqrstuvwxyz0123456789-!#$%&'*+.^_`|~")
+        for name in names:
+            if not set(name) <= token:
+                msg = f"{name!r} is not a header name"
+                raise ValueError(msg)
+        if not names:
+            msg = "names no header"
+            raise ValueError(msg)
+        return ",".join(names)
 
 
 class _Debug(BaseModel):

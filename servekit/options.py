@@ -16,9 +16,34 @@ from servekit.backends import REGISTRY, load_strategy
 from servekit.config import AutoConfig, StrategyConfig
 from servekit.errors import ConfigError, describe_source, suggest
 
-__all__ = ["ENV_PREFIX", "all_options", "applies_to", "read_env", "validate"]
+__all__ = ["COMMON_DEFAULTS", "ENV_PREFIX", "all_options", "applies_to", "read_env", "validate"]
 
 ENV_PREFIX = "SERVEKIT_"
+
+#: defaults of the options every strategy (or every gunicorn strategy) shares
+COMMON_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 8000,
+    "backlog": 2048,
+    "graceful_timeout": 30,
+    "reload": False,
+    "guard": "warn",
+    "log_level": "info",
+    "access_log": True,
+    "certfile": None,
+    "keyfile": None,
+    "chdir": None,
+    "metrics": None,
+    "access_log_fields": None,
+    "pythonpath": None,
+    "debug": False,
+    "timeout": 30,
+    "keepalive": 2,
+    "max_requests": 0,
+    "max_requests_jitter": 0,
+    "forwarded_allow_ips": "127.0.0.1,::1",
+    "gunicorn": {},
+}
 
 
 def _configs() -> dict[str, type[StrategyConfig]]:

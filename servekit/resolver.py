@@ -23,35 +23,19 @@ from servekit.backends.base import Strategy
 from servekit.config import AutoConfig, StrategyConfig, parse_bind
 from servekit.errors import ConfigError, DevServerWarning, describe_source, suggest
 from servekit.guards import check_debug_address, detect_environment, dev_server_guard
-from servekit.options import ENV_PREFIX, all_options, applies_to, read_env, validate
+from servekit.options import (
+    COMMON_DEFAULTS,
+    ENV_PREFIX,
+    all_options,
+    applies_to,
+    read_env,
+    validate,
+)
 from servekit.plan import Plan, Setting
 from servekit.sizing import usable_cpus
 from servekit.sockets import check_tls_files
 
 __all__ = ["COMMON_DEFAULTS", "ENV_PREFIX", "all_options", "applies_to", "resolve"]
-
-COMMON_DEFAULTS: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "port": 8000,
-    "backlog": 2048,
-    "graceful_timeout": 30,
-    "reload": False,
-    "guard": "warn",
-    "log_level": "info",
-    "access_log": True,
-    "certfile": None,
-    "keyfile": None,
-    "chdir": None,
-    "pythonpath": None,
-    "debug": False,
-    "timeout": 30,
-    "keepalive": 2,
-    "max_requests": 0,
-    "max_requests_jitter": 0,
-    "forwarded_allow_ips": "127.0.0.1,::1",
-    "gunicorn": {},
-}
-
 
 @dataclass
 class _Inputs:
@@ -286,6 +270,20 @@ def _check_common(config: StrategyConfig, sources: dict[str, str]) -> None:
             msg = f"option 'chdir' ({shown('chdir')}): {config.chdir!r} is not a directory"
             raise ConfigError(msg, option="chdir")
         check_tls_files(config.certfile, config.keyfile, shown)
+        if config.metrics is not None:
+            if config.reload:
+                msg = (
+                    f"option 'metrics' ({shown('metrics')}) does not go with option 'reload' "
+                    f"({shown('reload')}): metrics are for a server that keeps running"
+                )
+                raise ConfigError(msg, option="metrics")
+            app_address = config.bind or f"{config.host}:{config.port}"
+            if parse_bind(config.metrics) == parse_bind(app_address) and config.port != 0:
+                msg = (
+                    f"option 'metrics' ({shown('metrics')}) is the app's own address: "
+                    "give the metrics listener a port of its own"
+                )
+                raise ConfigError(msg, option="metrics")
         jitter = getattr(config, "max_requests_jitter", 0)
         if jitter and not getattr(config, "max_requests", 0):
             msg = (

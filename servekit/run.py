@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from servekit import metrics
 from servekit.config import StrategyConfig
 from servekit.errors import ConfigError, DevServerWarning
 from servekit.loading import check_app_spec, prepare_import_path
@@ -19,7 +20,10 @@ __all__ = ["announce", "fail", "run_or_exit", "run_plan", "serve"]
 
 
 def announce(plan: Plan, port: int | None = None) -> None:
-    """Log the ``serving`` event: strategy, URL, capacity, pid."""
+    """Log the ``serving`` event: strategy, URL, capacity, pid (and mark the server ready)."""
+    exporter = metrics.active()
+    if exporter is not None:
+        exporter.ready = True
     get_logger().info(
         "serving",
         strategy=plan.strategy,
@@ -48,6 +52,7 @@ def run_plan(plan: Plan) -> int:
         os.environ[ENV_PREFIX + "CHDIR"] = cfg.chdir
     if isinstance(plan.app, str):
         check_app_spec(plan.app)
+    exporter = metrics.start(plan) if cfg.metrics else None
     for note in plan.notes:
         log.info("note", message=note)
     for text in plan.warnings:
@@ -56,7 +61,11 @@ def run_plan(plan: Plan) -> int:
             render_always("warning", "warning", message=text)
         else:
             log.warning("warning", message=text)
-    return plan.adapter.run(plan)
+    try:
+        return plan.adapter.run(plan)
+    finally:
+        if exporter is not None:
+            metrics.stop()
 
 
 def fail(error: ConfigError, log_format: str | None = None) -> None:

@@ -46,6 +46,13 @@ class Strategy(ABC):
         """
         return None
 
+    def saturation_advice(self, cfg: StrategyConfig) -> str:
+        """What to change when this config is saturated (the ``saturated`` event's advice)."""
+        return (
+            "every request slot is busy and connections are queuing: add workers or "
+            "replicas, or make requests faster"
+        )
+
     def app_warnings(self, app: object) -> list[str]:
         """Warnings about how this strategy will load ``app`` (e.g. monkey-patching)."""
         return []

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
+from servekit import metrics
 from servekit.backends.gunicorn.boot import BootFailure
 from servekit.backends.gunicorn.log import GunicornLogger
 from servekit.errors import ConfigError
@@ -184,8 +185,11 @@ class Application(BaseApplication):  # type: ignore[misc]
             self.cfg.set(name, value)
 
     def load(self) -> Any:
+        exporter = metrics.active()
+        if exporter is not None:
+            exporter.in_worker()
         try:
-            return load_app(self.plan.app)
+            return metrics.wrap(load_app(self.plan.app))
         except ConfigError as error:
             if os.getpid() == self.master_pid:
                 raise  # preload_app: the entry point prints it and exits 2

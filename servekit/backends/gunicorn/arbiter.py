@@ -22,6 +22,7 @@ from gunicorn.errors import HaltServer
 from servekit.backends.gunicorn.app import Application
 from servekit.backends.gunicorn.boot import BootFailure, BootReport
 from servekit.backends.gunicorn.log import GunicornLogger
+from servekit.backends.gunicorn.metering import ArbiterMetering
 from servekit.backends.gunicorn.workers import drain
 from servekit.errors import ConfigError
 from servekit.sockets import bind_listener, close_gate, has_queued, release_listener
@@ -39,6 +40,7 @@ _MAX_DRAIN_WORKERS = 2
 
 class _Arbiter(Arbiter):  # type: ignore[misc]
     boot_report: BootReport
+    metering: ArbiterMetering
     boot_failure: BootFailure
     on_first_boot: Any
     LISTENERS: list[Any]
@@ -73,6 +75,7 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
         if not graceful:
             super().stop(graceful)
             return
+        self.metering.draining()
         # Before gunicorn signals the workers: new connections are no longer answered
         # (the gate), and the workers, told that the whole server stops, serve what is
         # queued instead of leaving it to be reset.
@@ -96,12 +99,15 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
 
     def reap_workers(self) -> None:
         held: list[Any] = getattr(self, "_held_listeners", [])
+        before, ended = set(self.WORKERS), self.metering.peek()
         try:
             super().reap_workers()
         except HaltServer:
             if not held:
                 raise
             # A drain worker that could not boot; the stop goes on regardless.
+        finally:
+            self.metering.reaped(before, ended)
         if (
             held
             and not self.WORKERS
@@ -119,8 +125,11 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
 
     def spawn_worker(self) -> Any:
         master = os.getpid()
+        self.metering.before_spawn()
         try:
-            return super().spawn_worker()
+            pid = super().spawn_worker()
+            self.metering.after_spawn(pid)
+            return pid
         except SystemExit as exc:
             if os.getpid() == master:
                 raise
@@ -145,6 +154,8 @@ def serve_gunicorn(plan: Plan) -> int:
     from servekit.run import announce
 
     GunicornLogger.access_enabled = bool(plan.config.access_log)
+    fields = plan.config.access_log_fields
+    GunicornLogger.access_headers = tuple(fields.split(",")) if fields else ()
     listener = bind_listener(plan)
     port = None if isinstance(plan.address, str) else listener.getsockname()[1]
     failures = BootFailure()
@@ -159,6 +170,7 @@ def serve_gunicorn(plan: Plan) -> int:
     listener.detach()  # gunicorn owns (and closes) the descriptor from here on
     drain.prepare()
     arbiter.boot_report = report
+    arbiter.metering = ArbiterMetering(arbiter)
     arbiter.boot_failure = failures
     report.arbiter = arbiter
     arbiter.on_first_boot = lambda: announce(plan, port)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from gunicorn import glogging
 
+from servekit.access import TrustedProxies, access_fields
 from servekit.logs import get_logger
 
 __all__ = ["GunicornLogger"]
@@ -23,10 +24,13 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
     """
 
     access_enabled: ClassVar[bool] = True
+    #: request headers to log as fields (the ``access_log_fields`` option)
+    access_headers: ClassVar[tuple[str, ...]] = ()
 
     def setup(self, cfg: Any) -> None:
         self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), 20)
         self._access_log_enabled = type(self).access_enabled
+        self._trusted = TrustedProxies(getattr(cfg, "forwarded_allow_ips", None))
 
     def _emit(self, level: str, msg: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # Check the level before formatting: gunicorn's pre_request hook logs a debug
@@ -80,16 +84,21 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
         sent = getattr(resp, "sent", None)
         if sent is None:
             sent = getattr(resp, "response_length", None)
+        environ = environ or {}
+        path = environ.get("PATH_INFO")
+        if path is None:
+            path = getattr(req, "path", None) or "-"
         get_logger().info(
             "request",
-            method=environ.get("REQUEST_METHOD"),
-            path=environ.get("PATH_INFO"),
+            method=environ.get("REQUEST_METHOD") or getattr(req, "method", None),
+            path=path,
             query=environ.get("QUERY_STRING", ""),
             status=status,
             bytes=sent,
             duration_ms=round(request_time.total_seconds() * 1000, 3),
             pid=os.getpid(),
             remote=environ.get("REMOTE_ADDR"),
+            **access_fields(environ, self._trusted, type(self).access_headers),
         )
 
     def reopen_files(self) -> None:

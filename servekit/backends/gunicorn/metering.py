@@ -1,0 +1,76 @@
+"""The arbiter's part in ``metrics``: worker slots, restarts by how workers ended, sources."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from servekit import metrics
+
+__all__ = ["ArbiterMetering"]
+
+
+def _reason(info: os.waitid_result | None) -> str:
+    """``exit`` (status 0: max_requests, reload), ``error`` (non-zero status) or ``signal``."""
+    if info is None:
+        return "error"
+    if info.si_code == os.CLD_EXITED:
+        return "exit" if info.si_status == 0 else "error"
+    return "signal"
+
+
+class ArbiterMetering:
+    """Ties servekit's arbiter to the active metrics exporter (a no-op when metrics are off)."""
+
+    def __init__(self, arbiter: Any) -> None:
+        self.exporter = metrics.active()
+        self.arbiter = arbiter
+        self._pending_slot: int | None = None
+        if self.exporter is not None:
+            self.exporter.sources.listeners = self._listeners
+            self.exporter.sources.workers = lambda: len(arbiter.WORKERS)
+
+    def _listeners(self) -> list[Any]:
+        held = self.arbiter.LISTENERS or getattr(self.arbiter, "_held_listeners", [])
+        return [getattr(listener, "sock", listener) for listener in held]
+
+    def before_spawn(self) -> None:
+        """Choose the slot the next worker writes; the child inherits the choice."""
+        if self.exporter is not None:
+            slot = self.exporter.counters.free_slot()
+            self.exporter.next_slot = slot
+            self._pending_slot = slot
+
+    def after_spawn(self, pid: Any) -> None:
+        """In the master: the new worker ``pid`` owns the slot chosen for it."""
+        if self.exporter is not None and self._pending_slot is not None and isinstance(pid, int):
+            self.exporter.counters.own(self._pending_slot, pid)
+        self._pending_slot = None
+
+    def peek(self) -> dict[int, os.waitid_result | None]:
+        """How the workers that have ended ended, without reaping them (gunicorn reaps)."""
+        if self.exporter is None:
+            return {}
+        ended: dict[int, os.waitid_result | None] = {}
+        for pid in list(self.arbiter.WORKERS):
+            with contextlib.suppress(ChildProcessError, OSError):
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if info is not None:
+                    ended[pid] = info
+        return ended
+
+    def reaped(self, before: set[int], ended: dict[int, os.waitid_result | None]) -> None:
+        """Fold the slots of reaped workers; count a restart for each while serving."""
+        if self.exporter is None:
+            return
+        for pid in before - set(self.arbiter.WORKERS):
+            self.exporter.counters.retire(pid)
+            if not self.exporter.draining:
+                reason = _reason(ended.get(pid))
+                self.exporter.sources.restarts[reason] += 1
+
+    def draining(self) -> None:
+        """The server stops: readiness fails from now on."""
+        if self.exporter is not None:
+            self.exporter.draining = True
