@@ -69,14 +69,16 @@ class ClientSocket:
 
     On a pool thread :meth:`sendall` blocks until the bytes are flushed to the kernel
     (that wait is the back-pressure a streamed response needs); on the loop's own
-    thread it queues them. Between :meth:`cork` and :meth:`uncork` the bytes of one
-    response write are gathered so headers and the first body bytes leave together.
+    thread it queues them. Between :meth:`cork` and :meth:`uncork` (which nest) what
+    is sent is gathered and leaves in one piece: the head with the first body bytes,
+    or a whole response whose body was in memory anyway (see :meth:`take`).
     """
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._loop_thread = threading.get_ident()
-        self._corked: list[bytes] | None = None
+        self._held: list[bytes] | None = None
+        self._depth = 0
 
     def sendall(self, data: bytes) -> None:
         """Send all of ``data``.
@@ -84,8 +86,8 @@ class ClientSocket:
         Raises:
             ClientGone: the connection is closed, or the client stopped reading.
         """
-        if self._corked is not None:
-            self._corked.append(bytes(data))
+        if self._held is not None:
+            self._held.append(bytes(data))
         elif threading.get_ident() == self._loop_thread:
             self._connection.write_now(bytes(data))
         else:
@@ -97,15 +99,23 @@ class ClientSocket:
         return len(data)
 
     def cork(self) -> None:
-        """Hold what is sent from now on until :meth:`uncork`."""
-        if self._corked is None:
-            self._corked = []
+        """Hold what is sent from now on until the matching :meth:`uncork`."""
+        self._depth += 1
+        if self._held is None:
+            self._held = []
 
     def uncork(self) -> None:
-        """Send what was held since :meth:`cork` in one piece."""
-        held, self._corked = self._corked, None
-        if held:
-            self.sendall(b"".join(held))
+        """End a :meth:`cork`; the outermost one sends what was held."""
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0:
+            held = self.take()
+            if held:
+                self.sendall(held)
+
+    def take(self) -> bytes:
+        """End every :meth:`cork` and return what was held, unsent (for the loop to write)."""
+        held, self._held, self._depth = self._held, None, 0
+        return b"".join(held or ())
 
     def gettimeout(self) -> float:
         """0.0: gunicorn's error pages then send without toggling blocking mode."""

@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self._readable: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._tls = False
         self._line_limit, self._headers_limit = _head_limits(self._cfg)
         self._read_limit = self._line_limit + self._headers_limit + _READ_SLACK
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -91,6 +92,7 @@ class Connection(asyncio.Protocol):
         kwargs: dict[str, Any] = {}
         if ssl_context is not None:
             kwargs = {"ssl": ssl_context, "ssl_handshake_timeout": self._server.head_timeout}
+            self._tls = True
         try:
             await self._loop.connect_accepted_socket(lambda: self, sock, **kwargs)
         except (OSError, asyncio.TimeoutError) as exc:  # a failed TLS handshake, mostly
@@ -117,13 +119,18 @@ class Connection(asyncio.Protocol):
             assert container is not None  # only WSGI apps are served on these connections
             self._server.mark_busy(self)
             try:
-                keep_alive = await self._loop.run_in_executor(
+                keep_alive, tail = await self._loop.run_in_executor(
                     self._server.executor,
                     container,
                     request,
                     self,
                     self._server.keep_alive_allowed(),
                 )
+                if tail:
+                    # A response the pool thread gathered whole: written from here, and
+                    # flushed before the next request is read.
+                    self.write_now(tail)
+                    keep_alive = keep_alive and await self._flushed()
             finally:
                 self._server.mark_idle(self)
             if not keep_alive or self.lost:
@@ -259,16 +266,23 @@ class Connection(asyncio.Protocol):
         if self.lost or transport is None or transport.is_closing():
             raise ClientGone(errno.EPIPE, "connection closed")
         transport.write(data)
-        while self._drained is not None:
+        if not await self._flushed():
+            raise ClientGone(errno.EPIPE, "connection lost while sending")
+
+    async def _flushed(self) -> bool:
+        """Wait until nothing written is left queued; False if the connection is lost
+        (or was dropped because the client read nothing for the silence limit)."""
+        transport = self._transport
+        while self._drained is not None and transport is not None:
             queued = transport.get_write_buffer_size()
             try:
                 await asyncio.wait_for(asyncio.shield(self._drained), self._server.silence_limit)
             except asyncio.TimeoutError:
                 if transport.get_write_buffer_size() >= queued:
+                    self._server.worker.log.debug("Dropped %s: it stopped reading", self.peer)
                     transport.abort()
-                    raise ClientGone(errno.ETIMEDOUT, "the client stopped reading") from None
-        if self.lost:
-            raise ClientGone(errno.EPIPE, "connection lost while sending")
+                    return False
+        return not self.lost
 
     def send_from_thread(self, data: bytes) -> None:
         """:meth:`send`, called from a pool thread."""
@@ -296,10 +310,11 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
-        """The client sent all it will: it may still read, so the transport stays open."""
+        """The client sent all it will: it may still read, so a TCP transport stays open
+        (TLS has no half-close: its transport closes, and asyncio warns if asked not to)."""
         self._eof = True
         self._wake()
-        return True
+        return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection is gone: wake whoever waits to read or to write."""

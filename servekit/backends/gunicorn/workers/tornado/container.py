@@ -101,14 +101,18 @@ class Container:
         self._worker = worker
         self._multithread = int(worker.cfg.threads) > 1
 
-    def __call__(self, req: Any, connection: Connection, keep_alive: bool) -> bool:
-        """Serve ``req`` (on a pool thread); whether the connection can take another request.
+    def __call__(self, req: Any, connection: Connection, keep_alive: bool) -> tuple[bool, bytes]:
+        """Serve ``req`` (on a pool thread).
 
         Args:
             req: the request, as gunicorn's parser made it.
             connection: the client connection it came on.
             keep_alive: False when the response must close the connection (keep-alive
                 off, the worker stopping).
+
+        Returns:
+            Whether the connection can take another request, and the end of the response
+            still to be written by the loop (a body the app returned whole, as a list).
         """
         worker = self._worker
         resp: Any = None
@@ -127,21 +131,25 @@ class Container:
             environ["wsgi.multithread"] = self._multithread
             if not keep_alive:
                 resp.force_close()
-            complete = self._respond(req, resp, environ, started, connection)
+            complete, tail = self._respond(req, resp, environ, started, connection)
+            if tail and complete and _unread(req) != 0:
+                # Skipping the unread body may wait on the client: answer it first.
+                connection.client.sendall(tail)
+                tail = b""
         except (ClientGone, NoMoreData) as exc:
             _log_client_error(worker, exc)
-            return False
+            return False, b""
         except (Exception, SystemExit) as exc:
             self._fail(req, resp, connection, exc)
-            return False
+            return False, b""
         finally:
             try:
                 worker.cfg.post_request(worker, req, environ, resp)
             except Exception:
                 worker.log.exception("Exception in post_request hook")
         if not complete or resp.should_close() or connection.lost:
-            return False
-        return _finish_body(req)
+            return False, tail
+        return _finish_body(req), tail
 
     def _respond(
         self,
@@ -150,18 +158,23 @@ class Container:
         environ: dict[str, Any],
         started: datetime,
         connection: Connection,
-    ) -> bool:
-        """Call the app and send what it returns; whether the whole body went out."""
+    ) -> tuple[bool, bytes]:
+        """Call the app and send what it returns.
+
+        Returns:
+            Whether the whole body went out, and what is left to write (see ``__call__``).
+        """
         result = self._app(environ, resp.start_response)
+        # A list is in memory already: nothing to stream, so no waiting on each piece.
+        whole = isinstance(result, (list, tuple))
+        if whole:
+            connection.client.cork()
         try:
-            if isinstance(result, environ["wsgi.file_wrapper"]):
-                resp.write_file(result)
-            else:
-                for item in result:
-                    resp.write(item)
-                    if connection.lost:  # stop at once, not after the next piece
-                        raise ClientGone(errno.EPIPE, "the client disconnected")
-            resp.close()
+            self._send_body(result, resp, environ, connection)
+        except BaseException:
+            if whole:  # what went out before the error, as gunicorn would have sent it
+                connection.client.uncork()
+            raise
         finally:
             self._worker.log.access(resp, req, environ, datetime.now() - started)
             close = getattr(result, "close", None)
@@ -169,7 +182,19 @@ class Container:
                 close()
         # A body shorter than its Content-Length leaves the client waiting for the rest.
         short = resp.response_length is not None and resp.sent < resp.response_length
-        return not (short and not getattr(resp, "_omits_body", False))
+        complete = not (short and not getattr(resp, "_omits_body", False))
+        return complete, connection.client.take() if whole else b""
+
+    @staticmethod
+    def _send_body(result: Any, resp: Any, environ: dict[str, Any], connection: Connection) -> None:
+        if isinstance(result, environ["wsgi.file_wrapper"]):
+            resp.write_file(result)
+        else:
+            for item in result:
+                resp.write(item)
+                if connection.lost:  # stop at once, not after the next piece
+                    raise ClientGone(errno.EPIPE, "the client disconnected")
+        resp.close()
 
     def _fail(self, req: Any, resp: Any, connection: Connection, exc: BaseException) -> None:
         """Answer an exception from the app (or from reading the request) as gunicorn does.
