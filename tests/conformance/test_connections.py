@@ -25,11 +25,18 @@ def _query_of(response: Response | None) -> str | None:
 
 
 @pytest.mark.parametrize("strategy", WITH_REFERENCE)
-def test_keepalive_as_declared(servers: Servers, strategy: str) -> None:
-    """After a response that does not say ``Connection: close`` the connection serves a
-    second request; after one that says it, the server closes."""
+@pytest.mark.parametrize(
+    "version,headers",
+    [("HTTP/1.1", []), ("HTTP/1.0", [("Connection", "keep-alive")])],
+    ids=["http11", "http10-keep-alive"],
+)
+def test_keepalive_as_declared(
+    servers: Servers, strategy: str, version: str, headers: list[tuple[str, str]]
+) -> None:
+    """After a response that does not say the connection closes, it serves a second
+    request; after one that says so, the server closes."""
     with Connection(servers.port(strategy)) as conn:
-        conn.send(request("GET", "/env?n=1"))
+        conn.send(request("GET", "/env?n=1", headers, version=version))
         _, first = conn.read_final()
         assert _query_of(first) == "n=1"
         assert first is not None
@@ -37,7 +44,8 @@ def test_keepalive_as_declared(servers: Servers, strategy: str) -> None:
             ending = conn.ending()
             assert ending == "closed", f"{strategy}: after a response that said close: {ending}"
             return
-        assert conn.send(request("GET", "/env?n=2")), f"{strategy}: kept-alive connection reset"
+        second_request = request("GET", "/env?n=2", headers, version=version)
+        assert conn.send(second_request), f"{strategy}: kept-alive connection reset"
         _, second = conn.read_final()
         assert second is not None, f"{strategy}: kept-alive connection closed without a response"
         assert _query_of(second) == "n=2"
@@ -138,3 +146,15 @@ def test_unread_body_is_skipped(servers: Servers, strategy: str) -> None:
     assert (responses[0].status, responses[0].body) == (200, b"pong")
     if len(responses) > 1:
         assert _query_of(responses[1]) == "n=2"
+
+
+@pytest.mark.parametrize("strategy", WITH_REFERENCE)
+def test_nothing_served_after_connection_close(servers: Servers, strategy: str) -> None:
+    """A request pipelined after one that said ``Connection: close`` is not served."""
+    raw = request("GET", "/env?n=1", [("Connection", "close")]) + request("GET", "/env?n=2")
+    with Connection(servers.port(strategy)) as conn:
+        conn.send(raw)
+        _, response = conn.read_final()
+        assert _query_of(response) == "n=1"
+        ending = conn.ending()
+    assert ending == "closed", f"{strategy}: after the response to 'Connection: close': {ending}"

@@ -194,6 +194,25 @@ def test_close_after_client_disconnect(servers: Servers, strategy: str, tmp_path
 
 
 @pytest.mark.parametrize("strategy", WITH_REFERENCE)
+def test_slow_reader_holds_back_the_app(servers: Servers, strategy: str, tmp_path: Path) -> None:
+    """A client that stops reading stops the app's iteration (back-pressure): a 256 MiB
+    response is not produced into the server's memory while the client reads 1 MiB."""
+    record = tmp_path / "closed.txt"
+    target = f"/close?path={quote(str(record))}&n=4096&delay=0&size=65536"
+    with Connection(servers.port(strategy)) as conn:
+        conn.send(request("GET", target, [("Connection", "close")]))
+        while len(conn.buffer) < 1024 * 1024:
+            assert conn.fill(), f"{strategy}: connection ended early"
+        time.sleep(1.0)
+    lines = _wait_for_lines(record, 1, timeout=8)
+    assert lines, f"{strategy}: close() not called after the client left"
+    produced_mib = int(lines[0].split()[1]) * 65536 / (1024 * 1024)
+    assert produced_mib < 64, (
+        f"{strategy}: the app had produced {produced_mib:.0f} MiB for a client that read 1 MiB"
+    )
+
+
+@pytest.mark.parametrize("strategy", WITH_REFERENCE)
 def test_write_callable(servers: Servers, strategy: str) -> None:
     """Bytes passed to ``start_response``'s ``write()`` come first, then the iterable's."""
     response = fetch(servers.port(strategy), "GET", "/write")
