@@ -298,7 +298,10 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; a write counts as done only once nothing is left queued."""
         self._transport = cast("asyncio.Transport", transport)
-        self._transport.set_write_buffer_limits(high=0)
+        # Paused while anything is queued, resumed once it is all written. Not high=0:
+        # asyncio's TLS layer pauses at size >= high, so 0 would pause an empty buffer
+        # that nothing ever resumes (plain TCP pauses at size > high).
+        self._transport.set_write_buffer_limits(high=1, low=0)
 
     def data_received(self, data: bytes) -> None:
         """Buffer what the client sent; stop reading while the buffer is full."""
