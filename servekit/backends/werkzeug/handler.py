@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from werkzeug.serving import WSGIRequestHandler, connection_dropped_errors
 
+from servekit.access import TrustedProxies, access_fields
 from servekit.backends.werkzeug.body import open_body
 from servekit.backends.werkzeug.head import Incomplete, Refusal, RequestHead, Trust, read_head
 from servekit.backends.werkzeug.wsgi import Response, error_response, make_environ
@@ -27,6 +28,10 @@ _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 
 
+#: whose X-Forwarded-For the access log's ``client`` believes (werkzeug: gunicorn's default)
+_TRUSTED = TrustedProxies("127.0.0.1,::1")
+
+
 class Handler(WSGIRequestHandler):
     """Reads each request as strictly as gunicorn (:mod:`.head`), serves it, logs it, closes.
 
@@ -36,6 +41,8 @@ class Handler(WSGIRequestHandler):
     """
 
     access_log: ClassVar[bool] = True
+    #: request headers to log as fields (the ``access_log_fields`` option)
+    access_headers: ClassVar[tuple[str, ...]] = ()
     trust: ClassVar[Trust] = Trust()
     #: a client silent this long (while its request is read) is let go;
     #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody,
@@ -160,7 +167,22 @@ class Handler(WSGIRequestHandler):
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             pid=os.getpid(),
             remote=remote,
+            **access_fields(self._access_environ(remote), _TRUSTED, self.access_headers),
         )
+
+    def _access_environ(self, remote: str) -> dict[str, Any]:
+        """The parts of the request the access fields are read from, environ-shaped."""
+        environ: dict[str, Any] = {
+            "REMOTE_ADDR": remote,
+            "SERVER_PROTOCOL": getattr(self, "request_version", None),
+        }
+        headers = getattr(self, "headers", None)
+        if headers is not None:
+            for name, value in headers.items():
+                key = "HTTP_" + name.upper().replace("-", "_")
+                if "_" not in name and key not in environ:
+                    environ[key] = value
+        return environ
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         text = str(getattr(code, "value", code))

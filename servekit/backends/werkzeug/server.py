@@ -19,6 +19,7 @@ from werkzeug.serving import (
     is_running_from_reloader,
 )
 
+from servekit import metrics
 from servekit.backends.werkzeug.handler import Handler, linger
 from servekit.backends.werkzeug.head import DEFAULT_TRUSTED, Trust
 from servekit.backends.werkzeug.reload import load_for_reload
@@ -121,6 +122,28 @@ class _Forking(_Draining, ForkingWSGIServer):
         self.collect_children()
         return len(self.active_children or ())
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Fork for the request; with ``metrics``, the child writes a slot of its own."""
+        exporter = metrics.active()
+        if exporter is None:
+            super().process_request(request, client_address)
+            return
+        slot = exporter.counters.free_slot()
+        exporter.next_slot = slot
+        before = set(self.active_children or ())
+        super().process_request(request, client_address)
+        for pid in set(self.active_children or ()) - before:
+            if slot is not None:
+                exporter.counters.own(slot, pid)
+
+    def collect_children(self, *, blocking: bool = False) -> None:
+        before = set(self.active_children or ())
+        super().collect_children(blocking=blocking)
+        exporter = metrics.active()
+        if exporter is not None:
+            for pid in before - set(self.active_children or ()):
+                exporter.counters.retire(pid)
+
     def stop_in_flight(self) -> None:
         for pid in list(self.active_children or ()):
             with contextlib.suppress(ProcessLookupError):
@@ -142,6 +165,8 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     host, port = (f"unix://{address}", 0) if isinstance(address, str) else address
     ssl_context = (cfg.certfile, cfg.keyfile) if cfg.certfile else None
     Handler.access_log = bool(cfg.access_log)
+    fields = cfg.access_log_fields
+    Handler.access_headers = tuple(fields.split(",")) if fields else ()
     # the werkzeug strategies have no forwarded_allow_ips option (yet): gunicorn's default
     Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
     if plan.strategy == "threaded":
@@ -180,9 +205,13 @@ def serve_werkzeug(plan: Plan) -> int:
     if cfg.reload:
         return _serve_with_reloader(plan, app, watch)
 
+    exporter = metrics.active()
+    app = metrics.wrap(app)
     listener = bind_listener(plan)
     server = _make_server(plan, app, listener.fileno())
     listener.close()  # the server holds its own duplicate
+    if exporter is not None:
+        exporter.sources.listeners = lambda: [server.socket]
     announce(plan, server.port if not isinstance(plan.address, str) else None)
 
     stopping = threading.Event()
@@ -196,6 +225,8 @@ def serve_werkzeug(plan: Plan) -> int:
             deadline[0] = time.monotonic()  # a second signal: stop waiting
             return
         stopping.set()
+        if exporter is not None:
+            exporter.draining = True
         deadline[0] = time.monotonic() + float(cfg.graceful_timeout or 30)
         log.info(
             "stopping", signal=signal.Signals(signum).name, graceful_timeout=cfg.graceful_timeout
