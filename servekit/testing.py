@@ -222,6 +222,8 @@ def _flags(options: dict[str, Any]) -> list[str]:
         dashed = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             args.append(dashed if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, dict):
+            args += [dashed, json.dumps(value)]  # the CLI reads the gunicorn option as JSON
         else:
             args += [dashed, str(value)]
     return args

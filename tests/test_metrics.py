@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
 import re
 import signal
@@ -240,3 +242,49 @@ def test_client_behind_trusted_and_untrusted_proxies(serve_app: Any, strategy: s
     wary = serve_app(strategy=strategy, forwarded_allow_ips="10.9.9.9", **sized)
     assert _request_events(trusting, HEADERS)[-1]["client"] == "203.0.113.7"
     assert _request_events(wary, HEADERS)[-1]["client"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("strategy", ["sync", "gthread", "gevent", "eventlet", "tornado"])
+def test_statsd_through_gunicorns_settings(serve_app: Any, strategy: str) -> None:
+    """gunicorn's statsd settings send to a real UDP listener, with the structlog access
+    log still on."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(0.5)
+    try:
+        server = serve_app(
+            strategy=strategy,
+            gunicorn={
+                "statsd_host": f"127.0.0.1:{sink.getsockname()[1]}",
+                "statsd_prefix": "shop",
+            },
+            **options_for(strategy, workers=1),
+        )
+        for _ in range(3):
+            assert get(server.url, "/")[0] == 200
+        packets: list[str] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and sum("gunicorn.requests:" in p for p in packets) < 3:
+            with contextlib.suppress(TimeoutError):
+                packets.append(sink.recv(4096).decode())
+    finally:
+        sink.close()
+    assert sum(p.startswith("shop.gunicorn.requests:1|c") for p in packets) >= 3, packets
+    assert any(p.startswith("shop.gunicorn.request.status.200:1|c") for p in packets)
+    assert any(p.startswith("shop.gunicorn.request.duration:") and p.endswith("|ms") for p in packets)
+    assert any(e.get("event") == "request" for e in server.events())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pointer"),
+    [
+        ("access_log_format", "%(h)s", "access_log_fields"),
+        ("syslog", True, "stderr"),
+        ("capture_output", True, "stderr"),
+    ],
+)
+def test_gunicorn_keys_that_would_do_nothing_are_refused(key: str, value: Any, pointer: str) -> None:
+    """A gunicorn setting servekit's logger would make a no-op is refused, naming what to use."""
+    proc = run_cli("explain", "--strategy", "sync", "--gunicorn", json.dumps({key: value}))
+    assert proc.returncode == 2
+    assert f"setting {key!r} would have no effect" in proc.stderr and pointer in proc.stderr

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from servekit.plan import Plan
 
 __all__ = [
+    "NO_EFFECT",
     "RESERVED",
     "Application",
     "ReloadableLoadError",
@@ -130,6 +131,19 @@ RESERVED: dict[str, str | None] = {
 }
 
 
+#: gunicorn settings that servekit's logger would make a no-op -> what to use instead
+NO_EFFECT: dict[str, str] = {
+    "access_log_format": "servekit's access log is a structured event: add request headers "
+    "to it with option 'access_log_fields'",
+    "syslog": "servekit logs through structlog to stderr; collect it from there",
+    "syslog_addr": "servekit logs through structlog to stderr; collect it from there",
+    "syslog_prefix": "servekit logs through structlog to stderr; collect it from there",
+    "syslog_facility": "servekit logs through structlog to stderr; collect it from there",
+    "disable_redirect_access_to_syslog": "servekit sends nothing to syslog",
+    "capture_output": "servekit writes to stderr, which needs no capturing",
+}
+
+
 def check_extra_settings(extra: dict[str, Any]) -> None:
     """Check the ``gunicorn`` escape hatch: known names, not servekit's own, valid values.
 
@@ -147,6 +161,9 @@ def check_extra_settings(extra: dict[str, Any]) -> None:
             instead = RESERVED[key]
             hint = f"; use servekit's option {instead!r}" if instead else ""
             msg = f"option 'gunicorn': setting {key!r} is managed by servekit{hint}"
+            raise ConfigError(msg, option="gunicorn")
+        if key in NO_EFFECT:
+            msg = f"option 'gunicorn': setting {key!r} would have no effect: {NO_EFFECT[key]}"
             raise ConfigError(msg, option="gunicorn")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)

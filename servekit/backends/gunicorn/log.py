@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -31,8 +32,17 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
         self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), 20)
         self._access_log_enabled = type(self).access_enabled
         self._trusted = TrustedProxies(getattr(cfg, "forwarded_allow_ips", None))
+        self._statsd: Any = None
+        if getattr(cfg, "statsd_host", None):
+            # gunicorn swaps in its statsd logger only when logger_class is its default;
+            # servekit's logger keeps the structlog output and forwards the metrics.
+            from gunicorn.instrument.statsd import Statsd
+
+            self._statsd = Statsd(cfg)
 
     def _emit(self, level: str, msg: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._statsd is not None:
+            self._to_statsd(level, kwargs)
         # Check the level before formatting: gunicorn's pre_request hook logs a debug
         # line for every request, and building it only to drop it costs ~2 us each.
         if _NUMBERS[level] < self.loglevel:
@@ -42,6 +52,18 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
         if kwargs.get("exc_info"):
             event["exc_info"] = kwargs["exc_info"]
         getattr(get_logger(), level)(text, **event)
+
+    def _to_statsd(self, level: str, kwargs: dict[str, Any]) -> None:
+        """gunicorn's statsd metrics for a log call: level counts and ``extra`` metrics."""
+        try:
+            extra = kwargs.get("extra")
+            if extra and extra.get("metric") and extra.get("value") is not None:
+                self._statsd.log(_NUMBERS.get(level, 20), "", extra=extra)
+            elif level in ("critical", "error", "warning"):
+                name = "exception" if kwargs.get("exc_info") else level
+                self._statsd.increment(f"gunicorn.log.{name}", 1)
+        except Exception:  # a metrics sink must never break logging
+            return
 
     def critical(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         self._emit("critical", msg, args, kwargs)
@@ -75,6 +97,14 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
         )
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        if self._statsd is not None:
+            with contextlib.suppress(Exception):
+                duration_ms = request_time.total_seconds() * 1000
+                self._statsd.timer("gunicorn.request.duration", duration_ms)
+                self._statsd.increment("gunicorn.requests", 1)
+                code = _status_code(resp)
+                if code is not None:
+                    self._statsd.increment(f"gunicorn.request.status.{code}", 1)
         if not self._access_log_enabled:
             return
         status = getattr(resp, "status_code", None) or getattr(resp, "status", None)
@@ -106,6 +136,16 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
 
     def close_on_exec(self) -> None:
         """Nothing to mark: servekit opens no log files."""
+
+
+def _status_code(resp: Any) -> int | None:
+    status = getattr(resp, "status_code", None) or getattr(resp, "status", None)
+    if isinstance(status, bytes):
+        status = status.decode("latin-1")
+    if isinstance(status, str):
+        head = status.split(None, 1)[0] if status.strip() else ""
+        return int(head) if head.isdigit() else None
+    return status if isinstance(status, int) else None
 
 
 _NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
