@@ -190,7 +190,10 @@ class Connection:
                 if line is None:
                     response.body, response.complete = bytes(body), False
                     return
-                size = int(line.split(b";")[0].strip() or b"0", 16)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError as exc:
+                    raise BadResponse(f"invalid chunk size line in the response: {line!r}") from exc
                 if size == 0:
                     while True:  # trailers, up to the empty line
                         trailer = self._line()
@@ -209,6 +212,8 @@ class Connection:
                 body += self._take(size)
                 self._take(2)
         elif length is not None:
+            if not length.isdigit() or len(set(response.header_all("Content-Length"))) > 1:
+                raise BadResponse(f"invalid Content-Length in the response: {response.headers}")
             wanted = int(length)
             while len(self.buffer) < wanted:
                 if not self.fill():
