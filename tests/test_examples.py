@@ -17,7 +17,7 @@ import yaml
 
 from servekit.sizing import usable_cpus
 from servekit.testing import running
-from tests.conftest import ROOT, children_of, get, run_cli, start_logged, stop_logged
+from tests.conftest import ROOT, children_of, free_port, get, run_cli, start_logged, stop_logged
 
 EXAMPLES = ROOT / "examples"
 
@@ -116,7 +116,8 @@ def test_kubernetes_manifest() -> None:
     container = spec["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["SERVEKIT_ENV"] == "production"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert spec["terminationGracePeriodSeconds"] > int(env["SERVEKIT_GRACEFUL_TIMEOUT"]) + pre_stop
@@ -127,6 +128,34 @@ def test_kubernetes_manifest() -> None:
     data = json.loads(proc.stdout)
     assert data["strategy"] == "gthread"
     assert data["options"]["graceful_timeout"]["value"] == int(env["SERVEKIT_GRACEFUL_TIMEOUT"])
+
+
+@pytest.mark.server
+def test_kubernetes_metric_names_exist(tmp_path: Path) -> None:
+    """Every servekit_* name the manifests use (HPA, adapter rule) is served at /metrics,
+    the metrics port is the container's, and /ready answers there."""
+    text = (EXAMPLES / "kubernetes.yaml").read_text()
+    docs = list(yaml.safe_load_all(text))
+    container = _deployment()["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["SERVEKIT_METRICS"].endswith(f":{ports['metrics']}")
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    derived = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]}
+    rules = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["config.yaml"])
+    produced = {r["name"]["as"] for r in rules["rules"]}
+    assert derived <= produced
+    used = set(re.findall(r"servekit_[a-z_]+", yaml.safe_dump(rules))) - produced
+    metrics_port = free_port()
+    with running(
+        "tests.apps.slow:app", "gthread", workers=1, metrics=f"127.0.0.1:{metrics_port}",
+        cwd=ROOT, log_dir=tmp_path,
+    ):
+        status, body = get(f"http://127.0.0.1:{metrics_port}", "/metrics")
+        assert status == 200
+        served = set(re.findall(r"^(servekit_[a-z_]+)", body.decode(), re.MULTILINE))
+        assert used and used <= served, used - served
+        assert get(f"http://127.0.0.1:{metrics_port}", "/ready") == (200, b"ready\n")
 
 
 def test_kubernetes_cpu_limit_sizes_workers(tmp_path: Path) -> None:

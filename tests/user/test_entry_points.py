@@ -3,6 +3,7 @@ serve``, and the shipped Dockerfile's CMD and Kubernetes manifest's command run 
 
 from __future__ import annotations
 
+import http.client
 import json
 import shlex
 import shutil
@@ -117,6 +118,8 @@ def port_env(env: dict[str, str], port: int) -> dict[str, str]:
     return {"SERVEKIT_PORT" if "SERVEKIT_PORT" in env else "PORT": str(port)}
 
 
+#: the metrics listener's port of each server that has one
+METRICS_PORTS: dict[str, int] = {}
 DOCKERFILE = dockerfile_instructions((ROOT / "examples" / "Dockerfile").read_text())
 
 
@@ -146,12 +149,16 @@ def servers(
         container = k8s_container()
         k8s_env = {item["name"]: str(item["value"]) for item in container.get("env", [])}
         port = group.free_port()
+        metrics_port = group.free_port()
         env = {
             **k8s_env,
             "KUBERNETES_SERVICE_HOST": "10.96.0.1",
             "SERVEKIT_HOST": "127.0.0.1",
             **port_env(k8s_env, port),
         }
+        if "SERVEKIT_METRICS" in env:  # loopback only, on a free port
+            env["SERVEKIT_METRICS"] = f"127.0.0.1:{metrics_port}"
+            METRICS_PORTS["kubernetes"] = metrics_port
         argv = [str(a) for a in container["command"] + container.get("args", [])]
         group.start("kubernetes", argv, port, image_dir, user_venv.env(env))
         group.wait_ready()
@@ -192,4 +199,11 @@ def test_kubernetes_command(servers: dict[str, Server]) -> None:
     assert server.get("/").status == 200
     for probe in ("readinessProbe", "livenessProbe"):
         path = container[probe]["httpGet"]["path"]
-        assert server.get(path).status == 200, f"{probe} {path}"
+        if container[probe]["httpGet"]["port"] == "metrics":
+            conn = http.client.HTTPConnection("127.0.0.1", METRICS_PORTS["kubernetes"], timeout=10)
+            conn.request("GET", path)
+            status = conn.getresponse().status
+            conn.close()
+        else:
+            status = server.get(path).status
+        assert status == 200, f"{probe} {path}"
