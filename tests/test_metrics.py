@@ -288,3 +288,23 @@ def test_gunicorn_keys_that_would_do_nothing_are_refused(key: str, value: Any, p
     proc = run_cli("explain", "--strategy", "sync", "--gunicorn", json.dumps({key: value}))
     assert proc.returncode == 2
     assert f"setting {key!r} would have no effect" in proc.stderr and pointer in proc.stderr
+
+
+@pytest.mark.parametrize("strategy", ["threaded", "gthread"])
+def test_ready_fails_while_draining(serve_app: Any, strategy: str) -> None:
+    """From the moment a drain begins /ready answers 503, while requests in flight finish."""
+    server, port = _serve(serve_app, strategy)
+    slow = threading.Thread(target=lambda: get(server.url, "/sleep?s=2"))
+    slow.start()
+    time.sleep(0.5)
+    os.kill(server.pid, signal.SIGTERM)
+    time.sleep(0.3)  # the master acts on a signal from its loop
+    deadline = time.monotonic() + 1.0
+    answers = set()
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            answers.add(scrape(port, "/ready"))
+        time.sleep(0.1)
+    slow.join(10)
+    assert (503, "draining\n") in answers, answers
+    assert (200, "ready\n") not in answers
