@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -117,6 +118,13 @@ class StrategyConfig(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_host(value)
+        return value
+
     @field_validator("bind", "metrics")
     @classmethod
     def _check_bind(cls, value: str | None) -> str | None:
@@ -211,9 +219,15 @@ class _Gunicorn(BaseModel):
             except json.JSONDecodeError as exc:
                 msg = f"is not a JSON object ({exc.msg})"
                 raise ValueError(msg) from None
+            except RecursionError:
+                msg = "is nested too deeply to be gunicorn settings"
+                raise ValueError(msg) from None
             if not isinstance(value, dict):
                 msg = "must be a JSON object of gunicorn setting names to values"
                 raise ValueError(msg)
+        if isinstance(value, dict) and _depth(value) > _MAX_JSON_DEPTH:
+            msg = f"is nested more than {_MAX_JSON_DEPTH} levels deep; gunicorn settings are flat"
+            raise ValueError(msg)
         return value
 
     @field_validator("forwarded_allow_ips")
@@ -294,6 +308,42 @@ class AutoConfig(_Debug, _Gunicorn, _Threads, _Workers, StrategyConfig):
     name: ClassVar[str] = "auto"
 
 
+_MAX_JSON_DEPTH = 8
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deeply ``value`` nests (stops counting past the limit)."""
+    if level > _MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def check_host(host: str) -> None:
+    """Raise ValueError unless ``host`` is an IP address or a valid host name.
+
+    Without this a name such as ``..`` or a 64-character label reached the socket
+    call and ended in a traceback from the IDNA codec.
+    """
+    name = host.strip("[]")
+    try:
+        ipaddress.ip_address(name)
+        return
+    except ValueError:
+        pass
+    labels = name.rstrip(".").split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        msg = (
+            f"{host!r} is not an IP address or a host name (labels of 1-63 letters, "
+            "digits and '-', dot-separated)"
+        )
+        raise ValueError(msg)
+
+
 def parse_bind(value: str) -> tuple[str, int] | str:
     """Parse a ``bind`` value.
 
@@ -328,4 +378,5 @@ def parse_bind(value: str) -> tuple[str, int] | str:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         msg = f"{value!r} has no valid port (0-65535)"
         raise ValueError(msg)
+    check_host(host)
     return host, int(port_text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-__all__ = ["ConfigError", "DevServerWarning", "describe_source", "suggest"]
+__all__ = ["ConfigError", "DevServerWarning", "describe_source", "short_repr", "suggest"]
 
 
 class ConfigError(ValueError):
@@ -29,11 +29,20 @@ class DevServerWarning(UserWarning):
 
 def describe_source(option: str, source: str, value: Any) -> str:
     """How to show a value's origin: ``SERVEKIT_WORKERS='x'``, ``--workers 'x'``, ``workers='x'``."""
+    shown = short_repr(value)
     if source == "cli":
-        return f"--{option.replace('_', '-')} {value!r}"
+        return f"--{option.replace('_', '-')} {shown}"
     if source in ("code", "default"):
-        return f"{option}={value!r}"
-    return f"{source}={value!r}"
+        return f"{option}={shown}"
+    return f"{source}={shown}"
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut in the middle when it would swamp the message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]}...{text[-limit // 4 :]} ({len(text)} characters)"
 
 
 def suggest(word: str, choices: list[str]) -> str:

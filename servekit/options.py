@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from servekit.backends import REGISTRY, load_strategy
 from servekit.config import AutoConfig, StrategyConfig
-from servekit.errors import ConfigError, describe_source, suggest
+from servekit.errors import ConfigError, describe_source, short_repr, suggest
 
 __all__ = ["COMMON_DEFAULTS", "ENV_PREFIX", "all_options", "applies_to", "read_env", "validate"]
 
@@ -94,7 +94,7 @@ def _validation_message(
         problem = describe(first)
     else:
         problem = str(first["msg"]).removeprefix("Value error, ")
-    msg = f"option {option!r} ({describe_source(option, source, value)}): {value!r} {problem}"
+    msg = f"option {option!r} ({describe_source(option, source, value)}): {short_repr(value)} {problem}"
     if first["type"] == "value_error":
         msg = f"option {option!r} ({describe_source(option, source, value)}): {problem}"
     return ConfigError(msg, option=option, source=source)

@@ -343,3 +343,34 @@ class TestOptionsFor:
 
         with pytest.raises(ConfigError, match="did you mean 'workers'"):
             options_for("sync", wrokers=1)
+
+
+class TestHostileConfigValues:
+    """Config values that reached a socket call or a parser deep inside: exit 2, one line."""
+
+    @pytest.mark.parametrize(
+        ("args", "option"),
+        [
+            (["--host", ".."], "host"),
+            (["--host", "a" * 64], "host"),
+            (["--bind", "a..b:8000"], "bind"),
+            (["--gunicorn", '{"a":' * 3000 + "1" + "}" * 3000], "gunicorn"),
+            (["--gunicorn", '{"raw_env": [[[[[[[[[["x"]]]]]]]]]]}'], "gunicorn"),
+            (["--gunicorn", '{"pidfile": "/nonexistent-dir-xyz/p.pid"}'], "gunicorn"),
+            (["--gunicorn", '{"worker_tmp_dir": "/nonexistent-dir-xyz"}'], "gunicorn"),
+        ],
+    )
+    def test_refused_with_one_line(self, args: list[str], option: str) -> None:
+        """Each is an exit 2 naming the option, no traceback, a message of bounded length."""
+        proc = run_cli("run", "tests.apps.slow:app", "--strategy", "sync", "--port", "0", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert f"option {option!r}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert len(proc.stderr) < 1000
+
+    def test_host_names_still_work(self) -> None:
+        """Ordinary host names and addresses pass the check."""
+        for host in ("localhost", "my-host.internal", "0.0.0.0", "::1", "example.com."):
+            proc = run_cli("explain", "--strategy", "sync", "--host", host)
+            assert proc.returncode == 0, (host, proc.stderr)

@@ -175,6 +175,28 @@ def check_extra_settings(extra: dict[str, Any]) -> None:
         except Exception as exc:
             msg = f"option 'gunicorn': invalid value {value!r} for gunicorn setting {key!r}: {exc}"
             raise ConfigError(msg, option="gunicorn") from None
+        problem = _path_problem(key, value)
+        if problem:
+            msg = f"option 'gunicorn': setting {key!r} ({value!r}): {problem}"
+            raise ConfigError(msg, option="gunicorn")
+
+
+def _path_problem(key: str, value: Any) -> str | None:
+    """Paths gunicorn would fail on only once it runs (a traceback, a socket left behind)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if key == "pidfile":
+        folder = os.path.dirname(os.path.abspath(value))
+        if not os.path.isdir(folder):
+            return f"the directory {folder!r} does not exist"
+        if not os.access(folder, os.W_OK):
+            return f"the directory {folder!r} is not writable"
+    if key == "worker_tmp_dir":
+        if not os.path.isdir(value):
+            return "is not a directory"
+        if not os.access(value, os.W_OK):
+            return "is not writable"
+    return None
 
 
 class ReloadableLoadError(SyntaxError):
