@@ -142,6 +142,14 @@ def _import(spec: str, module_name: str) -> Any:
     except Exception as exc:
         msg = f"app {spec!r}: importing {module_name!r} failed: {_describe_failure(exc)}"
         raise ConfigError(msg, option="app") from exc
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # An import that ends the process would otherwise end every worker at boot,
+        # and the master would start new ones forever.
+        what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else "raised KeyboardInterrupt"
+        where = failure_location(exc)
+        at = f" at {where[0]}:{where[1]}" if where else ""
+        msg = f"app {spec!r}: importing {module_name!r} {what}{at}"
+        raise ConfigError(msg, option="app") from exc
 
 
 def _attribute(spec: str, module: Any, module_name: str, attr: str | None) -> Any:

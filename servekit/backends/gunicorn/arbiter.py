@@ -22,7 +22,7 @@ from gunicorn.errors import HaltServer
 from servekit.backends.gunicorn.app import Application
 from servekit.backends.gunicorn.boot import BootFailure, BootReport
 from servekit.backends.gunicorn.log import GunicornLogger
-from servekit.backends.gunicorn.metering import ArbiterMetering
+from servekit.backends.gunicorn.metering import ArbiterMetering, describe_end
 from servekit.backends.gunicorn.workers import drain
 from servekit.errors import ConfigError
 from servekit.sockets import bind_listener, close_gate, has_queued, release_listener
@@ -38,7 +38,16 @@ _NO_LISTENERS: list[Any] = []
 _MAX_DRAIN_WORKERS = 2
 
 
+#: workers that may end before any has loaded the app, before the server gives up
+MAX_BOOT_DEATHS = 3
+
+
 class _Arbiter(Arbiter):  # type: ignore[misc]
+    _boot_deaths = 0
+    _stopping = False
+    _last_death = ""
+    cfg_app = ""
+    cfg_module = ""
     boot_report: BootReport
     metering: ArbiterMetering
     boot_failure: BootFailure
@@ -72,6 +81,7 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
         self.handle_term()
 
     def stop(self, graceful: bool = True) -> None:
+        self._stopping = True
         if not graceful:
             super().stop(graceful)
             return
@@ -99,7 +109,7 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
 
     def reap_workers(self) -> None:
         held: list[Any] = getattr(self, "_held_listeners", [])
-        before, ended = set(self.WORKERS), self.metering.peek()
+        before, ended = set(self.WORKERS), self.metering.peek(always=not self.boot_report.done)
         try:
             super().reap_workers()
         except HaltServer:
@@ -108,6 +118,9 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
             # A drain worker that could not boot; the stop goes on regardless.
         finally:
             self.metering.reaped(before, ended)
+        if not self._stopping and not self.boot_report.done:
+            self._count_boot_deaths(before - set(self.WORKERS), ended)
+
         if (
             held
             and not self.WORKERS
@@ -122,6 +135,25 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
                 self.spawn_worker()  # it boots knowing the server stops: it drains
             finally:
                 self.LISTENERS = _NO_LISTENERS
+
+    def _count_boot_deaths(self, dead: set[int], ended: dict[int, Any]) -> None:
+        """Stop after workers keep ending before any has loaded the app.
+
+        An import that calls ``os._exit`` or crashes the interpreter ends each worker
+        without a word; gunicorn would replace them forever (19 a second).
+        """
+        for pid in dead:
+            self._boot_deaths += 1
+            self._last_death = describe_end(ended.get(pid))
+        if self.boot_failure.poll() is not None:
+            raise HaltServer("App failed to load.", self.APP_LOAD_ERROR)  # it said why
+        if self._boot_deaths >= MAX_BOOT_DEATHS:
+            self.boot_failure.message = (
+                f"app {self.cfg_app!r}: {self._boot_deaths} workers ended before any had "
+                f"loaded the app (the last {self._last_death}); run "
+                f"'python -c \"import {self.cfg_module}\"' to see why"
+            )
+            raise HaltServer("App failed to load.", self.APP_LOAD_ERROR)
 
     def spawn_worker(self) -> Any:
         master = os.getpid()
@@ -170,6 +202,8 @@ def serve_gunicorn(plan: Plan) -> int:
     listener.detach()  # gunicorn owns (and closes) the descriptor from here on
     drain.prepare()
     arbiter.boot_report = report
+    arbiter.cfg_app = plan.app if isinstance(plan.app, str) else repr(plan.app)
+    arbiter.cfg_module = arbiter.cfg_app.partition(":")[0]
     arbiter.metering = ArbiterMetering(arbiter)
     arbiter.boot_failure = failures
     report.arbiter = arbiter

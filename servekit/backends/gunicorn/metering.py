@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from typing import Any
 
 from servekit import metrics
 
-__all__ = ["ArbiterMetering"]
+__all__ = ["ArbiterMetering", "describe_end"]
 
 
 def _reason(info: os.waitid_result | None) -> str:
@@ -18,6 +19,19 @@ def _reason(info: os.waitid_result | None) -> str:
     if info.si_code == os.CLD_EXITED:
         return "exit" if info.si_status == 0 else "error"
     return "signal"
+
+
+def describe_end(info: os.waitid_result | None) -> str:
+    """How a worker ended, in words: "exited with status 7", "was killed by SIGSEGV"."""
+    if info is None:
+        return "ended"
+    if info.si_code == os.CLD_EXITED:
+        return f"exited with status {info.si_status}"
+    try:
+        name = signal.Signals(info.si_status).name
+    except ValueError:
+        name = f"signal {info.si_status}"
+    return f"was killed by {name}"
 
 
 class ArbiterMetering:
@@ -48,9 +62,13 @@ class ArbiterMetering:
             self.exporter.counters.own(self._pending_slot, pid)
         self._pending_slot = None
 
-    def peek(self) -> dict[int, os.waitid_result | None]:
-        """How the workers that have ended ended, without reaping them (gunicorn reaps)."""
-        if self.exporter is None:
+    def peek(self, *, always: bool = False) -> dict[int, os.waitid_result | None]:
+        """How the workers that have ended ended, without reaping them (gunicorn reaps).
+
+        Args:
+            always: look even with metrics off (the arbiter wants it while booting).
+        """
+        if self.exporter is None and not always:
             return {}
         ended: dict[int, os.waitid_result | None] = {}
         for pid in list(self.arbiter.WORKERS):
