@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
@@ -212,16 +213,27 @@ class ReloadableLoadError(SyntaxError):
 
 
 class Application(BaseApplication):  # type: ignore[misc]
-    def __init__(self, plan: Plan, fd: int | None, failures: BootFailure) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        fd: int | None,
+        failures: BootFailure,
+        booted: Callable[[Any], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.fd = fd
         self.failures = failures
+        self.booted = booted
         self.master_pid = os.getpid()
         super().__init__(usage=None, prog="servekit")
 
     def load_config(self) -> None:
+        # Called again on SIGHUP (gunicorn's reload makes a new config): the boot hook
+        # goes in here, or reloaded workers would lose the SIGINT drain and the report.
         for name, value in gunicorn_settings(self.plan, self.fd).items():
             self.cfg.set(name, value)
+        if self.booted is not None:
+            self.cfg.set("post_worker_init", self.booted)
 
     def load(self) -> Any:
         exporter = metrics.active()

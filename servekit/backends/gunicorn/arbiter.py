@@ -77,6 +77,17 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
             self.pidfile.unlink()
         sys.exit(exit_status)
 
+    def handle_usr2(self) -> None:
+        """Refuse gunicorn's binary upgrade: it would leave an orphaned second master.
+
+        The new master would inherit a socket servekit bound, outside gunicorn's own
+        fd hand-over, with neither master draining it. Restart the process instead.
+        """
+        self.log.warning(
+            "SIGUSR2 (binary upgrade) is not supported by servekit and was ignored: "
+            "restart the process (SIGTERM drains), or send SIGHUP to reload the workers"
+        )
+
     def handle_int(self) -> None:
         self.handle_term()
 
@@ -193,8 +204,7 @@ def serve_gunicorn(plan: Plan) -> int:
     failures = BootFailure()
     report = BootReport()
     try:
-        app = Application(plan, listener.fileno(), failures)
-        app.cfg.set("post_worker_init", report.worker_booted)
+        app = Application(plan, listener.fileno(), failures, report.worker_booted)
         arbiter = _Arbiter(app)  # with preload_app, this imports the app
     except BaseException:
         release_listener(listener)

@@ -177,6 +177,11 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     return _Single(host, port, app, Handler, False, ssl_context, fd=fd)
 
 
+_DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+_IGNORED_WHY = "the development server has no reload or log reopening; SIGTERM drains"
+
+
 def serve_werkzeug(plan: Plan) -> int:
     """Serve ``plan`` with werkzeug until SIGTERM/SIGINT, then drain; return the exit status.
 
@@ -233,7 +238,14 @@ def serve_werkzeug(plan: Plan) -> int:
         )
         threading.Thread(target=server.shutdown, name="servekit-stop", daemon=True).start()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    def on_ignored(signum: int, frame: Any) -> None:
+        if os.getpid() == owner:
+            log.info("signal ignored", signal=signal.Signals(signum).name, reason=_IGNORED_WHY)
+
+    # TERM, INT and QUIT drain; HUP, USR1 and USR2 (whose default is to end the process
+    # with requests in flight) are logged and ignored.
+    previous = {s: signal.signal(s, on_signal) for s in _DRAIN_SIGNALS}
+    previous.update({s: signal.signal(s, on_ignored) for s in _IGNORED_SIGNALS})
     try:
         socketserver.BaseServer.serve_forever(server, poll_interval=0.1)
         cut = server.drain(deadline[0]) if stopping.is_set() else 0
