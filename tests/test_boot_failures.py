@@ -41,3 +41,23 @@ def test_import_that_ends_the_process(tmp_path: Path, strategy: str, ending: str
     assert "Traceback" not in proc.stderr
     assert elapsed < 30  # bounded: a few failed boots, not a respawn loop
     assert port_is_free(port)
+
+
+@pytest.mark.parametrize("bind", ["tcp", "unix"])
+def test_preload_app_with_a_failing_import(tmp_path: Path, bind: str) -> None:
+    """preload_app with an import that raises: exit 2, one line, nothing bound, no socket file."""
+    (tmp_path / "brokenpre.py").write_text("raise RuntimeError('boom at import')\n")
+    port = free_port()
+    sock = tmp_path / "app.sock"
+    where = ["--port", str(port)] if bind == "tcp" else ["--bind", f"unix:{sock}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "servekit", "run", "brokenpre:app", "--strategy", "sync",
+         *where, "--chdir", str(tmp_path), "--gunicorn", '{"preload_app": true}'],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, start_new_session=True,
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("servekit: error:")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(errors) == 1 and "boom at import" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert port_is_free(port)
+    assert not sock.exists()
