@@ -164,6 +164,28 @@ class _Workers(BaseModel):
     )
 
 
+class _Proxies(BaseModel):
+    forwarded_allow_ips: str | None = _opt(
+        "127.0.0.1,::1",
+        "Comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': all).",
+        min_length=1,
+    )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_ips(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "*":
+            return value
+        for part in value.split(","):
+            item = part.strip()
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                msg = f"{item!r} is not an IP address or network (or use '*')"
+                raise ValueError(msg) from None
+        return value
+
+
 class _Threads(BaseModel):
     threads: int | None = _opt("4", "Threads per worker process.", ge=1, le=10000)
 
@@ -184,7 +206,7 @@ class _Keepalive(BaseModel):
     )
 
 
-class _Gunicorn(BaseModel):
+class _Gunicorn(_Proxies):
     timeout: int | None = _opt(
         "30",
         "Seconds a silent worker may take before it is killed and replaced (0: never).",
@@ -196,11 +218,6 @@ class _Gunicorn(BaseModel):
     )
     max_requests_jitter: int | None = _opt(
         "0", "Random extra requests added to max_requests per worker.", ge=0
-    )
-    forwarded_allow_ips: str | None = _opt(
-        "127.0.0.1,::1",
-        "Comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': all).",
-        min_length=1,
     )
 
     gunicorn: dict[str, Any] | None = _opt(
@@ -230,34 +247,20 @@ class _Gunicorn(BaseModel):
             raise ValueError(msg)
         return value
 
-    @field_validator("forwarded_allow_ips")
-    @classmethod
-    def _check_ips(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "*":
-            return value
-        for part in value.split(","):
-            item = part.strip()
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                msg = f"{item!r} is not an IP address or network (or use '*')"
-                raise ValueError(msg) from None
-        return value
 
-
-class DevConfig(_Debug, StrategyConfig):
+class DevConfig(_Debug, _Proxies, StrategyConfig):
     """werkzeug's development server, one request at a time."""
 
     name: ClassVar[str] = "dev"
 
 
-class ThreadedConfig(_Debug, StrategyConfig):
+class ThreadedConfig(_Debug, _Proxies, StrategyConfig):
     """werkzeug's development server, one thread per request."""
 
     name: ClassVar[str] = "threaded"
 
 
-class ProcessesConfig(_Debug, _Workers, StrategyConfig):
+class ProcessesConfig(_Debug, _Proxies, _Workers, StrategyConfig):
     """werkzeug's development server, one forked process per request, ``workers`` at once."""
 
     name: ClassVar[str] = "processes"
@@ -335,7 +338,7 @@ def check_host(host: str) -> None:
         return
     except ValueError:
         pass
-    labels = name.rstrip(".").split(".")
+    labels = name.removesuffix(".").split(".")  # one trailing dot: the root
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         msg = (
             f"{host!r} is not an IP address or a host name (labels of 1-63 letters, "

@@ -269,6 +269,14 @@ def _check_common(config: StrategyConfig, sources: dict[str, str]) -> None:
         if config.chdir is not None and not os.path.isdir(config.chdir):
             msg = f"option 'chdir' ({shown('chdir')}): {config.chdir!r} is not a directory"
             raise ConfigError(msg, option="chdir")
+        base = config.chdir or os.getcwd()
+        for entry in (config.pythonpath or "").split(","):
+            if entry.strip() and not os.path.isdir(os.path.join(base, entry.strip())):
+                msg = (
+                    f"option 'pythonpath' ({shown('pythonpath')}): {entry.strip()!r} is not "
+                    "a directory"
+                )
+                raise ConfigError(msg, option="pythonpath")
         check_tls_files(config.certfile, config.keyfile, shown)
         if config.metrics is not None:
             if config.reload:

@@ -114,6 +114,20 @@ def _bad_bind() -> st.SearchStrategy[str]:
         st.builds(lambda h, p: f"{h}:{p}", host, st.text(string.ascii_letters, min_size=1)),
         st.builds(lambda h, p: f"{h}:{p}", host, st.integers(65536, 10**7)),
         st.sampled_from(["unix:", "unix://", "[::1", "[::1]80", ":8000", "[]:"]),
+        st.builds(lambda h, p: f"{h}:{p}", _bad_host(), st.integers(1, 65535)),
+    )
+
+
+def _bad_host() -> st.SearchStrategy[str]:
+    """Names no resolver takes: empty or over-long labels, labels edged with '-', odd characters."""
+    label = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=10)
+    return st.one_of(
+        st.text(string.ascii_letters, min_size=256, max_size=300),
+        st.builds(lambda a, b: f"{a}..{b}", label, label),
+        st.builds(lambda a: "a" * 64 + f".{a}", label),
+        st.builds(lambda a: f"-{a}", label),
+        st.builds(lambda a: f"{a}-", label),
+        st.sampled_from(["..", ".", "a b", "host_name", "ex!ample", "a..", "[::1]x"]),
     )
 
 
@@ -133,6 +147,11 @@ def _bad_gunicorn() -> st.SearchStrategy[str]:
         ),
         st.sampled_from(["limit_request_line", "limit_request_fields"]).map(
             lambda k: json.dumps({k: "lots"})
+        ),
+        st.integers(9, 3000).map(lambda depth: '{"raw_env":' + "[" * depth + "]" * depth + "}"),
+        st.integers(1000, 5000).map(lambda depth: '{"a":' * depth + "1" + "}" * depth),
+        st.sampled_from(["access_log_format", "syslog", "capture_output"]).map(
+            lambda k: json.dumps({k: True})
         ),
     )
 
@@ -177,8 +196,19 @@ def bad_file(tmp: Path) -> st.SearchStrategy[str]:
 def invalid_values(name: str, tmp: Path) -> st.SearchStrategy[str]:
     """Invalid values of ``name`` as text (what a flag or a variable carries)."""
     special: dict[str, st.SearchStrategy[str]] = {
-        "host": st.text(string.ascii_letters, min_size=256, max_size=300),
+        "host": _bad_host(),
         "bind": _bad_bind(),
+        "metrics": _bad_bind(),
+        "access_log_fields": st.one_of(
+            st.sampled_from([",", " , ", "x y", "a:b", "(x)", "x-id,@"]),
+            st.text(":@()<>[] ", min_size=1, max_size=8).filter(lambda v: v.strip(", ")),
+        ),
+        "chdir": st.text(string.ascii_letters, min_size=1, max_size=10).map(
+            lambda n: f"/nonexistent-servekit/{n}"
+        ),
+        "pythonpath": st.text(string.ascii_letters, min_size=1, max_size=10).map(
+            lambda n: f"/nonexistent-servekit/{n}"
+        ),
         "certfile": bad_file(tmp),
         "keyfile": bad_file(tmp),
         "forwarded_allow_ips": _bad_ips(),

@@ -28,10 +28,6 @@ _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 
 
-#: whose X-Forwarded-For the access log's ``client`` believes (werkzeug: gunicorn's default)
-_TRUSTED = TrustedProxies("127.0.0.1,::1")
-
-
 class Handler(WSGIRequestHandler):
     """Reads each request as strictly as gunicorn (:mod:`.head`), serves it, logs it, closes.
 
@@ -43,6 +39,8 @@ class Handler(WSGIRequestHandler):
     access_log: ClassVar[bool] = True
     #: request headers to log as fields (the ``access_log_fields`` option)
     access_headers: ClassVar[tuple[str, ...]] = ()
+    #: whose X-Forwarded-For the access log's ``client`` believes (``forwarded_allow_ips``)
+    access_trust: ClassVar[TrustedProxies] = TrustedProxies("127.0.0.1,::1")
     trust: ClassVar[Trust] = Trust()
     #: a client silent this long (while its request is read) is let go;
     #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody,
@@ -167,7 +165,7 @@ class Handler(WSGIRequestHandler):
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             pid=os.getpid(),
             remote=remote,
-            **access_fields(self._access_environ(remote), _TRUSTED, self.access_headers),
+            **access_fields(self._access_environ(remote), self.access_trust, self.access_headers),
         )
 
     def _access_environ(self, remote: str) -> dict[str, Any]:

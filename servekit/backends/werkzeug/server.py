@@ -20,6 +20,7 @@ from werkzeug.serving import (
 )
 
 from servekit import metrics
+from servekit.access import TrustedProxies
 from servekit.backends.werkzeug.handler import Handler, linger
 from servekit.backends.werkzeug.head import DEFAULT_TRUSTED, Trust
 from servekit.backends.werkzeug.reload import load_for_reload
@@ -167,6 +168,7 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     Handler.access_log = bool(cfg.access_log)
     fields = cfg.access_log_fields
     Handler.access_headers = tuple(fields.split(",")) if fields else ()
+    Handler.access_trust = TrustedProxies(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
     # the werkzeug strategies have no forwarded_allow_ips option (yet): gunicorn's default
     Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
     if plan.strategy == "threaded":
