@@ -24,6 +24,8 @@ from servekit.backends.werkzeug.head import (
 __all__ = ["ChunkedBody", "LengthBody", "open_body"]
 
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
+#: what gunicorn reads from the socket at a time
+_READ_SIZE = 8192
 # RFC 9112 section 7.1.1, with token and quoted-string from RFC 9110 section 5.6:
 #   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
 _EXT_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -102,12 +104,17 @@ class ChunkedBody(io.RawIOBase):
             self._read_trailers()
 
     def _size_line(self) -> bytes:
-        """The chunk-size line up to its CRLF (a bare LF does not end it), without the CRLF."""
+        """The chunk-size line up to its CRLF (a bare LF does not end it), without the CRLF.
+
+        Like gunicorn, it gives up when more than :data:`MAX_FIELD_LINE` bytes came
+        without a CRLF and one more read (gunicorn's 8 KiB) did not bring it either.
+        """
         line = b""
+        limit = MAX_FIELD_LINE + _READ_SIZE
         while not line.endswith(b"\r\n"):
-            piece = self._rfile.readline(MAX_FIELD_LINE + 2 - len(line))
+            piece = self._rfile.readline(limit - len(line))
             line += piece
-            if len(line) > MAX_FIELD_LINE:
+            if len(line) >= limit and not line.endswith(b"\r\n"):
                 raise bad_request("chunk-size line too long")
             if not piece.endswith(b"\n"):
                 raise Incomplete
