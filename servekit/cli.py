@@ -1,4 +1,4 @@
-"""The ``servekit`` command: ``run`` and ``explain``. Flags derive from the config models."""
+"""The ``servekit`` command: ``run``, ``explain`` and ``tune``. Flags derive from the config models."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from servekit.plan import Plan
 from servekit.reference import option_reference
 from servekit.resolver import ENV_PREFIX, all_options, resolve
 from servekit.run import fail, run_or_exit
+from servekit.tune.command import add_tune_parser, run_tune
 
 __all__ = ["build_parser", "main"]
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a WSGI app: werkzeug for development, embedded gunicorn for production.",
     )
     parser.add_argument("--version", action="version", version=f"servekit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,explain}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,explain,tune}")
     run = sub.add_parser("run", help="serve APP", description="Serve APP until SIGTERM/SIGINT.")
     run.add_argument(
         "app",
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     _add_options(explain)
+    add_tune_parser(sub)
     return parser
 
 
@@ -200,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _reject_unknown(parser, unknown)
+    if args.command == "tune":
+        run_tune(args)
+        return
     log_format = str(args.log_format).strip().lower() if args.log_format else None
     try:
         if args.command == "explain":
