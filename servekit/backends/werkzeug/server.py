@@ -169,7 +169,6 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     fields = cfg.access_log_fields
     Handler.access_headers = tuple(fields.split(",")) if fields else ()
     Handler.access_trust = TrustedProxies(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
-    # the werkzeug strategies have no forwarded_allow_ips option (yet): gunicorn's default
     Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
     if plan.strategy == "threaded":
         return _Threaded(host, port, app, Handler, False, ssl_context, fd=fd)
