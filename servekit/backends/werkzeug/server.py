@@ -168,8 +168,9 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     Handler.access_log = bool(cfg.access_log)
     fields = cfg.access_log_fields
     Handler.access_headers = tuple(fields.split(",")) if fields else ()
-    Handler.access_trust = TrustedProxies(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
-    Handler.trust = Trust(getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED)
+    allowed = getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED
+    Handler.access_trust = TrustedProxies(allowed)
+    Handler.trust = Trust(allowed)
     if plan.strategy == "threaded":
         return _Threaded(host, port, app, Handler, False, ssl_context, fd=fd)
     if plan.strategy == "processes":
