@@ -10,13 +10,18 @@ counters never go backwards and a dead worker's requests are not counted in flig
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["BUCKETS", "Counters", "SlotWriter", "meter"]
+
+#: the C lock, taken before gevent or eventlet can patch ``threading`` in a worker: a
+#: green lock costs several microseconds, and nothing yields while it is held
+_Lock = threading.Lock
 
 #: upper bounds (seconds) of the request duration histogram; +Inf is implied
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -105,7 +110,7 @@ class SlotWriter:
     def __init__(self, words: memoryview, base: int) -> None:
         self._words = words
         self._base = base
-        self._lock = threading.Lock()
+        self._lock = _Lock()
 
     def begin(self) -> None:
         """A request reached the app."""
@@ -115,36 +120,51 @@ class SlotWriter:
     def end(self, status: int, seconds: float) -> None:
         """A request's response is done (or failed) with ``status`` after ``seconds``."""
         klass = status // 100 - 1 if 100 <= status < 600 else 5
-        bucket = next((i for i, b in enumerate(BUCKETS) if seconds <= b), None)
+        bucket = bisect.bisect_left(BUCKETS, seconds)
         words, base = self._words, self._base
         with self._lock:
             words[base + _IN_FLIGHT] -= 1
             words[base + _STATUS + klass] += 1
-            if bucket is not None:
+            if bucket < len(BUCKETS):
                 words[base + _BUCKET + bucket] += 1
             words[base + _COUNT] += 1
             words[base + _SUM_US] += int(seconds * 1e6)
 
 
-class _Metered:
-    """The app's response iterable, reporting the request's end when it is closed."""
+class _Request:
+    """One metered request: records the status, then reports the end when closed."""
 
-    def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
-        self._body = body
-        self._done: Callable[[], None] | None = done
+    __slots__ = ("_slot", "_start_response", "body", "started", "status")
+
+    def __init__(self, slot: SlotWriter, start_response: Callable[..., Any]) -> None:
+        self._slot = slot
+        self._start_response = start_response
+        self.body: Any = None
+        self.started = time.perf_counter()
+        self.status = 500
+
+    def start_response(self, head: str, headers: Any, exc_info: Any = None) -> Any:
+        code = head[:3]
+        self.status = int(code) if code.isdigit() else 0
+        if exc_info:
+            return self._start_response(head, headers, exc_info)
+        return self._start_response(head, headers)
+
+    def done(self) -> None:
+        slot, self._slot = self._slot, None  # type: ignore[assignment]
+        if slot is not None:
+            slot.end(self.status, time.perf_counter() - self.started)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        return iter(self.body)
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
+            close = getattr(self.body, "close", None)
             if close is not None:
                 close()
         finally:
-            done, self._done = self._done, None
-            if done is not None:
-                done()
+            self.done()
 
 
 def meter(app: Callable[..., Any], writer: Callable[[], SlotWriter | None]) -> Callable[..., Any]:
@@ -160,24 +180,12 @@ def meter(app: Callable[..., Any], writer: Callable[[], SlotWriter | None]) -> C
         slot = writer()
         if slot is None:
             return app(environ, start_response)
-        started = time.perf_counter()
-        status = [500]
-
-        def recording_start(head: str, headers: Any, exc_info: Any = None) -> Any:
-            code = head[:3]
-            status[0] = int(code) if code.isdigit() else 0
-            if exc_info:
-                return start_response(head, headers, exc_info)
-            return start_response(head, headers)
-
-        def done() -> None:
-            slot.end(status[0], time.perf_counter() - started)
-
+        request = _Request(slot, start_response)
         slot.begin()
         try:
-            body: Any = app(environ, recording_start)
+            body: Any = app(environ, request.start_response)
         except BaseException:
-            done()
+            request.done()
             raise
         wrapper: Any = environ.get("wsgi.file_wrapper")
         if wrapper is not None and type(body) is wrapper:
@@ -188,14 +196,15 @@ def meter(app: Callable[..., Any], writer: Callable[[], SlotWriter | None]) -> C
                 try:
                     original()
                 finally:
-                    done()
+                    request.done()
 
             try:
                 body.close = close_then_count
+                return body
             except AttributeError:
-                return _Metered(body, done)
-            return body
-        return _Metered(body, done)
+                pass
+        request.body = body
+        return request
 
     return metered
 
