@@ -315,3 +315,25 @@ class TestAutoAndGuards:
     def test_forwarded_allow_ips_default_not_star(self) -> None:
         """Proxies are not trusted by default."""
         assert plan("sync").settings["forwarded_allow_ips"].value == "127.0.0.1,::1"
+
+
+class TestExposedDevServer:
+    """A werkzeug strategy on an address other machines reach warns unless env says so."""
+
+    def test_warns_without_env(self) -> None:
+        """0.0.0.0 with no env and no deployment sign: a warning naming the address."""
+        plan = resolve(None, "threaded", environ={}, cpus=1, host="0.0.0.0")
+        assert any("'0.0.0.0'" in w and "other machines" in w for w in plan.warnings)
+
+    def test_explicit_development_is_quiet(self) -> None:
+        """SERVEKIT_ENV=development says it is meant: no warning."""
+        plan = resolve(
+            None, "threaded", environ={"SERVEKIT_ENV": "development"}, cpus=1, host="0.0.0.0"
+        )
+        assert plan.warnings == ()
+
+    def test_loopback_and_gunicorn_are_quiet(self) -> None:
+        """Loopback, unix sockets and the production strategies never get this warning."""
+        assert resolve(None, "threaded", environ={}, cpus=1).warnings == ()
+        assert resolve(None, "dev", environ={}, cpus=1, bind="unix:/tmp/x.sock").warnings == ()
+        assert resolve(None, "gthread", environ={}, cpus=1, host="0.0.0.0").warnings == ()
