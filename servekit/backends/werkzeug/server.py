@@ -184,6 +184,46 @@ _IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 _IGNORED_WHY = "the development server has no reload or log reopening; SIGTERM drains"
 
 
+class _Stop:
+    """The main process's signal handling: TERM, INT and QUIT drain; HUP, USR1, USR2 are
+    logged and ignored (their default would end the process with requests in flight)."""
+
+    def __init__(self, server: Any, graceful_timeout: int | None, exporter: Any) -> None:
+        self.server = server
+        self.graceful_timeout = graceful_timeout
+        self.exporter = exporter
+        self.stopping = threading.Event()
+        self.deadline = float("inf")
+        self.owner = os.getpid()
+
+    def install(self) -> dict[int, Any]:
+        """Install the handlers; return the previous ones."""
+        previous: dict[int, Any] = {s: signal.signal(s, self.on_signal) for s in _DRAIN_SIGNALS}
+        previous.update({s: signal.signal(s, self.on_ignored) for s in _IGNORED_SIGNALS})
+        return previous
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.owner:
+            return  # a forked request handler: let it finish its request
+        if self.stopping.is_set():
+            self.deadline = time.monotonic()  # a second signal: stop waiting
+            return
+        self.stopping.set()
+        if self.exporter is not None:
+            self.exporter.draining = True
+        self.deadline = time.monotonic() + float(self.graceful_timeout or 30)
+        get_logger().info(
+            "stopping", signal=signal.Signals(signum).name, graceful_timeout=self.graceful_timeout
+        )
+        threading.Thread(target=self.server.shutdown, name="servekit-stop", daemon=True).start()
+
+    def on_ignored(self, signum: int, frame: Any) -> None:
+        if os.getpid() == self.owner:
+            get_logger().info(
+                "signal ignored", signal=signal.Signals(signum).name, reason=_IGNORED_WHY
+            )
+
+
 def serve_werkzeug(plan: Plan) -> int:
     """Serve ``plan`` with werkzeug until SIGTERM/SIGINT, then drain; return the exit status.
 
@@ -221,36 +261,11 @@ def serve_werkzeug(plan: Plan) -> int:
         exporter.sources.listeners = lambda: [server.socket]
     announce(plan, server.port if not isinstance(plan.address, str) else None)
 
-    stopping = threading.Event()
-    deadline = [float("inf")]
-    owner = os.getpid()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if os.getpid() != owner:
-            return  # a forked request handler: let it finish its request
-        if stopping.is_set():
-            deadline[0] = time.monotonic()  # a second signal: stop waiting
-            return
-        stopping.set()
-        if exporter is not None:
-            exporter.draining = True
-        deadline[0] = time.monotonic() + float(cfg.graceful_timeout or 30)
-        log.info(
-            "stopping", signal=signal.Signals(signum).name, graceful_timeout=cfg.graceful_timeout
-        )
-        threading.Thread(target=server.shutdown, name="servekit-stop", daemon=True).start()
-
-    def on_ignored(signum: int, frame: Any) -> None:
-        if os.getpid() == owner:
-            log.info("signal ignored", signal=signal.Signals(signum).name, reason=_IGNORED_WHY)
-
-    # TERM, INT and QUIT drain; HUP, USR1 and USR2 (whose default is to end the process
-    # with requests in flight) are logged and ignored.
-    previous = {s: signal.signal(s, on_signal) for s in _DRAIN_SIGNALS}
-    previous.update({s: signal.signal(s, on_ignored) for s in _IGNORED_SIGNALS})
+    stop = _Stop(server, cfg.graceful_timeout, exporter)
+    previous = stop.install()
     try:
         socketserver.BaseServer.serve_forever(server, poll_interval=0.1)
-        cut = server.drain(deadline[0]) if stopping.is_set() else 0
+        cut = server.drain(stop.deadline) if stop.stopping.is_set() else 0
     finally:
         server.server_close()
         for sig, handler in previous.items():
