@@ -13,6 +13,9 @@ from servekit.tune.proc import process_tree, sample, socket_count, worker_rss
 
 __all__ = ["Cell", "Clock", "measure", "percentile"]
 
+#: time for a server to close the connections its clients have closed
+_SETTLE = 0.05
+
 
 @dataclass
 class Clock:
@@ -138,10 +141,10 @@ def measure(
     """Load the server at ``url`` (process tree ``pid``) for ``seconds`` and read /proc around it."""
     members = process_tree(pid)
     at_rest = socket_count(members)
-    held: list[int] = [0]
+    counts: list[int] = [at_rest]
 
     def count_held() -> None:
-        held.append(socket_count(members) - at_rest)
+        counts.append(socket_count(members))
 
     before, began = sample(pid), time.monotonic()
     outcome = drive(
@@ -154,6 +157,10 @@ def measure(
         tick=count_held,
     )
     after, wall = sample(pid), time.monotonic() - began
+    # connections of the previous slice may still have been closing when ``at_rest`` was
+    # counted; this slice's are closed by the clients now
+    time.sleep(_SETTLE)
+    at_rest = min(at_rest, socket_count(members))
     server = after.server_cpu - before.server_cpu
     own = after.own_cpu - before.own_cpu
     busy = after.busy - before.busy
@@ -170,6 +177,6 @@ def measure(
         rss_per_worker=worker_rss(pid),
         # a connection just closed may linger a moment beside its successor: the clients
         # never hold more than ``concurrency`` connections
-        at_once=min(max(held), concurrency),
+        at_once=max(0, min(max(counts) - at_rest, concurrency)),
     )
     return cell

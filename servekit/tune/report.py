@@ -64,11 +64,34 @@ def finish(result: TuneResult, elapsed: float) -> None:
             "tune's load generator used a whole CPU at some points: there the throughput is "
             "its limit (a floor for the server), and it took a CPU from the server"
         )
+    _recommendation_notes(result)
     for trial in result.trials:
         if trial.skipped:
             result.notes.append(f"{trial.strategy}: {trial.skipped}")
     result.notes += result.plan.not_tried
     result.elapsed_s = elapsed
+
+
+def _recommendation_notes(result: TuneResult) -> None:
+    rec, most = result.recommendation, result.plan.settings.max_concurrency
+    if rec is None:
+        return
+    trial = rec.trial
+    if not rec.met_target:
+        result.warnings.append(
+            f"no candidate met the p99 target of {result.target_ms:.0f} ms; raise --p99-ms, "
+            "or make requests faster"
+        )
+    if trial.server == "werkzeug":
+        result.notes.append(
+            f"{trial.strategy} is werkzeug's development server: servekit warns about it (or "
+            "refuses it, with guard=error) in production"
+        )
+    elif trial.capacity is None or trial.capacity >= most:
+        result.notes.append(
+            f"{trial.strategy} was sized for the {most} connections tune drove "
+            "(--max-concurrency): more clients at once need a larger size, which tune did not measure"
+        )
 
 
 def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:

@@ -28,8 +28,10 @@ from servekit.tune.trials import Trial, prepare, run_trials, schedule_trials
 __all__ = ["Machine", "TuneError", "TunePlan", "TuneResult", "dry_run", "make_plan", "tune"]
 
 Progress = Callable[[str], None]
-#: the probe's share of the time limit; the trials get the rest
-PROBE_SHARE = 0.4
+#: per server: start-up (as the probe's, estimated before it), warm-up and stop, in seconds
+_PER_SERVER = 1.5
+#: the shortest probe step
+_MIN_STEP = 0.3
 #: a probe whose concurrency-1 requests fail more often than this ends the run
 _PROBE_FAILING = 0.5
 
@@ -58,18 +60,28 @@ class TunePlan:
     probe_options: dict[str, Any]
     probe_levels: list[int]
     probe_step: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def probe_s(self) -> float:
+        """The most the probe's load takes."""
+        return len(self.probe_levels) * self.probe_step
 
     @property
     def estimated_s(self) -> float:
         """An upper estimate of the run's length, in seconds (at most the time limit)."""
-        n = len(self.candidates)
-        guess = (
-            1.2 * (1 + n)
-            + len(self.probe_levels) * self.probe_step
-            + 2 * n * (self.settings.duration + 0.3)
-            + 2.0
-        )
-        return min(self.settings.time_limit, guess)
+        s, n = self.settings, len(self.candidates)
+        guess = _PER_SERVER * (1 + n) + self.probe_s + 2 * n * s.duration + Clock(0).reserve
+        return min(s.time_limit, guess)
+
+
+def probe_step(settings: TuneSettings, candidates: int, levels: int) -> float:
+    """Each probe step's length: half of ``duration``, scaled down with the trials' points
+    when the whole run would not fit in the time limit (at least 0.3 s)."""
+    load = settings.time_limit - Clock(0).reserve - _PER_SERVER * (1 + candidates)
+    wanted = levels * settings.duration / 2 + 2 * candidates * settings.duration
+    scale = min(1.0, max(0.0, load) / wanted)
+    return max(_MIN_STEP, settings.duration / 2 * scale)
 
 
 @dataclass
@@ -119,26 +131,32 @@ def make_plan(settings: TuneSettings) -> TunePlan:
     _check_app(settings)
     chosen, not_tried = candidates(settings)
     extra: dict[str, Any] = {"chdir": settings.chdir, "pythonpath": settings.pythonpath}
+    warnings: list[str] = []
     for name in [PROBE_STRATEGY, *chosen]:
-        resolve(settings.app, name, environ={}, enforce_guard=False, **extra)
+        plan = resolve(settings.app, name, environ={}, enforce_guard=False, **extra)
+        if name in chosen:
+            warnings += [f"{name}: {text}" for text in plan.warnings]
     budget = memory_budget()
     if settings.memory is not None:
         budget = MemoryBudget(settings.memory, "--memory")
     machine = Machine(usable_cpus(), budget, os.getloadavg())
+    levels = probe_levels(settings.max_concurrency)
     return TunePlan(
         settings,
         machine,
         chosen,
         not_tried,
         probe_options(machine.cpus, settings.max_concurrency),
-        probe_levels(settings.max_concurrency),
-        max(0.5, settings.duration / 2),
+        levels,
+        probe_step(settings, len(chosen), len(levels)),
+        warnings,
     )
 
 
 def _probe(plan: TunePlan, clock: Clock, log_dir: Path, progress: Progress) -> Probe:
     settings = plan.settings
-    until = clock.started + PROBE_SHARE * settings.time_limit
+    # the probe may run late by a start-up, not into the trials' time
+    until = clock.started + _PER_SERVER + 1.5 * plan.probe_s
     try:
         probe = run_probe(settings, plan.probe_options, plan.probe_step, until, clock, log_dir, progress)
     except ServerStartError as error:
@@ -230,7 +248,7 @@ def dry_run(settings: TuneSettings) -> TuneResult:
         ConfigError: as :func:`make_plan`.
     """
     plan = make_plan(settings)
-    result = TuneResult(plan, dry_run=True, notes=list(plan.not_tried))
+    result = TuneResult(plan, dry_run=True, warnings=list(plan.warnings), notes=list(plan.not_tried))
     if settings.p99_ms is not None:
         result.target_ms, result.target_source = settings.p99_ms, "--p99-ms"
     return result

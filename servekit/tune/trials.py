@@ -29,8 +29,8 @@ _MIN_POINT = 0.5
 _ROUND = 0.75
 _WARM_UP = 0.3
 #: start-up beyond the probe's (gevent's workers take longer), warm-up and stop, per trial
-_STARTUP_FACTOR = 1.5
-_STOP = 0.4
+_STARTUP_FACTOR = 1.2
+_STOP = 0.3
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Trial:
     capacity: int | None = None
     capacity_text: str = ""
     warnings: list[str] = field(default_factory=list)
+    server: str = "gunicorn"
     cells: dict[int, Cell] = field(default_factory=dict)
     skipped: str | None = None
 
@@ -70,7 +71,9 @@ def prepare(settings: TuneSettings, strategy: str, options: dict[str, Any]) -> T
     """
     extra: dict[str, Any] = {"chdir": settings.chdir, "pythonpath": settings.pythonpath}
     plan = resolve(settings.app, strategy, environ={}, enforce_guard=False, **extra, **options)
-    return Trial(strategy, options, plan.capacity, plan.capacity_text, list(plan.warnings))
+    return Trial(
+        strategy, options, plan.capacity, plan.capacity_text, list(plan.warnings), plan.server
+    )
 
 
 @dataclass(frozen=True)
