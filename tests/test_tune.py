@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -12,10 +13,14 @@ import pytest
 
 from servekit.errors import ConfigError
 from servekit.tune import SCHEMA, TuneSettings, dry_run, validate
-from servekit.tune.probe import classify
+from servekit.tune.measure import Cell
+from servekit.tune.probe import Probe, classify
+from servekit.tune.recommend import recommend
+from servekit.tune.report import finish, to_json
 from servekit.tune.schema import render_markdown
 from servekit.tune.settings import parse_memory, parse_url
 from servekit.tune.sizing import Sizing, size
+from servekit.tune.trials import Trial
 from tests.conftest import ROOT, run_cli
 
 CPU_APP = "tests.apps.tune_cpu:app"
@@ -144,6 +149,61 @@ class TestPlan:
         start, end = "<!-- tune-schema:start -->\n", "<!-- tune-schema:end -->"
         assert text.split(start, 1)[1].split(end, 1)[0].strip() == render_markdown()
         assert set(SCHEMA["required"]) == set(SCHEMA["properties"])
+
+
+def _cell(concurrency: int, latency: float, n: int, **extra: Any) -> Cell:
+    """A measured point of ``n`` requests of ``latency`` seconds over one second."""
+    return Cell(concurrency, seconds=1.0, latencies=[latency] * n, statuses=Counter({200: n}), **extra)
+
+
+def _probed(cpu_ms: float = 1.0, latency: float = 0.03) -> Probe:
+    probe = Probe("gthread", {"workers": 2, "threads": 8})
+    probe.levels = [_cell(1, latency, 30, server_cpu=30 * cpu_ms / 1000)]
+    return probe
+
+
+class TestDecision:
+    def test_most_throughput_within_the_target_wins(self) -> None:
+        """A point over the p99 target does not count, however much it serves."""
+        fast = Trial("gevent", {"workers": 2}, cells={8: _cell(8, 0.5, 900)})
+        steady = Trial("gthread", {"workers": 2, "threads": 4}, cells={8: _cell(8, 0.04, 400)})
+        rec = recommend([fast, steady], _probed(), target_ms=100)
+        assert rec is not None and rec.trial is steady and rec.met_target
+        assert rec.env == ["SERVEKIT_STRATEGY=gthread", "SERVEKIT_WORKERS=2", "SERVEKIT_THREADS=4"]
+        assert "waiting on I/O" in rec.reason and rec.reason.endswith(".")
+
+    def test_a_tie_in_throughput_goes_to_the_lower_p99(self) -> None:
+        """Throughputs within 5% are a tie, broken by the lower p99."""
+        sync = Trial("sync", {"workers": 3}, cells={4: _cell(4, 0.05, 100)})
+        gthread = Trial("gthread", {"workers": 2, "threads": 2}, cells={4: _cell(4, 0.04, 97)})
+        rec = recommend([sync, gthread], _probed(cpu_ms=29), target_ms=100)
+        assert rec is not None and rec.trial is gthread
+        assert "about the same throughput" in rec.reason and "on a CPU" in rec.reason
+
+    def test_errors_disqualify_and_are_warned_about(self) -> None:
+        """A point with over 1% errors is not eligible, and the errors are a warning."""
+        failing = _cell(8, 0.03, 100)
+        failing.statuses = Counter({200: 80, 500: 20})
+        result = dry_run(TuneSettings(app=IO_APP, strategies=("sync", "gthread")))
+        result.probe = _probed()
+        result.trials = [
+            Trial("sync", {"workers": 3}, cells={8: failing}),
+            Trial("gthread", {"workers": 2, "threads": 4}, cells={8: _cell(8, 0.03, 50)}),
+        ]
+        result.target_ms = 100
+        result.recommendation = recommend(result.trials, result.probe, 100)
+        finish(result, 1.0)
+        assert result.recommendation is not None and result.recommendation.trial.strategy == "gthread"
+        assert "sync: 20 of 100 requests failed (status 500: 20)" in result.warnings
+        assert validate(to_json(result)) == []
+
+    def test_a_busy_machine_is_warned_about_with_its_load(self) -> None:
+        """Other processes' CPU use while measuring is a warning that shows the load average."""
+        result = dry_run(TuneSettings(app=IO_APP, strategies=("sync",)))
+        result.probe = _probed()
+        result.probe.levels[0].others_cpu = 1.5
+        finish(result, 1.0)
+        assert any("machine was busy" in w and "load average" in w for w in result.warnings)
 
 
 @pytest.mark.server

@@ -138,4 +138,7 @@ def run_tune(args: argparse.Namespace) -> None:
     except TuneError as error:
         sys.stderr.write(f"servekit: error: {error}\n")
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("servekit tune: interrupted; every server it started is stopped\n")
+        raise SystemExit(130) from None
     print(json.dumps(to_json(result), indent=2) if args.json else render_text(result))

@@ -74,6 +74,15 @@ def _nature(probe: Probe) -> str:
     return f"each request spends {cpu}% of its time on a CPU and {100 - cpu}% waiting"
 
 
+def _pair(a: float, b: float) -> tuple[str, str]:
+    """Two figures, with as many decimals (up to 2) as it takes to tell them apart."""
+    for digits in (0, 1, 2):
+        x, y = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if x != y:
+            break
+    return x, y
+
+
 def _ratio(a: float, b: float) -> str:
     ratio = a / b if b else float("inf")
     return f"{ratio:.2f}x" if ratio < 2 else f"{ratio:.1f}x"
@@ -90,16 +99,16 @@ def _reason(probe: Probe, win: Trial, cell: Cell, rival: tuple[Trial, Cell | Non
             f"{nature}: {win.strategy} serves {cell.throughput:.0f} req/s at p99 {p99:.0f} ms, "
             f"and {other.strategy} met the p99 target at no load tried."
         )
+    mine, theirs = _pair(p99, other_cell.latency_ms(99))
     if other_cell.throughput >= (1 - TIE) * cell.throughput:
         return (
             f"{nature}: {win.strategy} and {other.strategy} serve about the same throughput "
             f"({cell.throughput:.0f} and {other_cell.throughput:.0f} req/s), and {win.strategy}'s "
-            f"p99 is lower ({p99:.0f} ms against {other_cell.latency_ms(99):.0f} ms)."
+            f"p99 is lower ({mine} ms against {theirs} ms)."
         )
     return (
         f"{nature}: {win.strategy} serves {_ratio(cell.throughput, other_cell.throughput)} "
-        f"{other.strategy}'s throughput within the p99 target ({p99:.0f} ms against "
-        f"{other_cell.latency_ms(99):.0f} ms)."
+        f"{other.strategy}'s throughput within the p99 target ({mine} ms against {theirs} ms)."
     )
 
 

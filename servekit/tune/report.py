@@ -179,7 +179,9 @@ def _trial_lines(result: TuneResult) -> list[str]:
 def _recommendation_lines(result: TuneResult) -> list[str]:
     rec = result.recommendation
     if rec is None:
-        return ["recommendation: none (no candidate answered without errors)"]
+        ran = any(t.levels for t in result.trials)
+        why = "no candidate answered without errors" if ran else "no trial ran; see the notes"
+        return [f"recommendation: none ({why})"]
     trial = rec.trial
     lines = [f"recommended: {trial.strategy}", *(f"  {line}" for line in rec.env)]
     held = trial.measured_capacity

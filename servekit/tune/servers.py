@@ -18,7 +18,7 @@ __all__ = ["ENV_SET_ASIDE", "config_error", "environment_set_aside", "failure_li
 #: variables that would override the options of the server under test
 ENV_SET_ASIDE = ("PORT", "WEB_CONCURRENCY")
 #: a trial server stops within this; its requests are over before it is stopped
-_GRACE = 3
+_GRACE = 1
 
 
 @contextlib.contextmanager
