@@ -374,3 +374,11 @@ class TestHostileConfigValues:
         for host in ("localhost", "my-host.internal", "0.0.0.0", "::1", "example.com."):
             proc = run_cli("explain", "--strategy", "sync", "--host", host)
             assert proc.returncode == 0, (host, proc.stderr)
+
+
+@pytest.mark.parametrize("strategy", ["dev", "threaded", "processes", "sync", "gthread"])
+def test_explain_says_slow_clients_need_a_proxy(strategy: str) -> None:
+    """Where one slow client holds a worker or thread, explain says to put a proxy in front."""
+    proc = run_cli("explain", "--strategy", strategy, "--json")
+    notes = json.loads(proc.stdout)["notes"]
+    assert any("untrusted clients" in note for note in notes), notes

@@ -69,6 +69,10 @@ class Sync(_Gunicorn):
     name: ClassVar[str] = "sync"
     config: ClassVar[type[StrategyConfig]] = SyncConfig
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.sync.SyncWorker"
+    advice: ClassVar[str | None] = (
+        "a sync worker serves one connection at a time, for as long as its client is "
+        "slow: where untrusted clients reach it, put a buffering proxy (e.g. nginx) in front"
+    )
 
     def defaults(self, cpus: int) -> dict[str, Any]:
         return {"workers": 2 * cpus + 1}
@@ -81,6 +85,11 @@ class Gthread(_Gunicorn):
     name: ClassVar[str] = "gthread"
     config: ClassVar[type[StrategyConfig]] = GthreadConfig
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.gthread.ThreadWorker"
+    advice: ClassVar[str | None] = (
+        "each connection holds a thread while its request is read, so clients that trickle "
+        "bytes can take the capacity: where untrusted clients reach it, put a buffering "
+        "proxy (e.g. nginx) in front"
+    )
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
     def defaults(self, cpus: int) -> dict[str, Any]:

@@ -23,6 +23,10 @@ __all__ = ["Dev", "Processes", "Threaded"]
 
 class _Werkzeug(Strategy):
     server: ClassVar[str] = "werkzeug"
+    advice: ClassVar[str | None] = (
+        "the development server gives each connection a process or thread (dev: the only "
+        "one) for as long as its client is slow: it is not for untrusted clients"
+    )
 
     def run(self, plan: Plan) -> int:
         from servekit.backends.werkzeug.server import serve_werkzeug
