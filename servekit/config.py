@@ -24,6 +24,7 @@ __all__ = [
     "DevConfig",
     "EventletConfig",
     "GeventConfig",
+    "GranianConfig",
     "GthreadConfig",
     "ProcessesConfig",
     "StrategyConfig",
@@ -54,7 +55,7 @@ class StrategyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     name: ClassVar[str] = ""
-    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "werkzeug"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "werkzeug"
 
     host: str | None = _opt("127.0.0.1", "Interface to listen on.", min_length=1, max_length=255)
     port: int | None = _opt(
@@ -270,35 +271,42 @@ class SyncConfig(_Gunicorn, _Workers, StrategyConfig):
     """gunicorn with sync workers: one request at a time per worker."""
 
     name: ClassVar[str] = "sync"
-    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
 class GthreadConfig(_Gunicorn, _Threads, _Workers, StrategyConfig):
     """gunicorn with threaded workers: ``workers x threads`` requests at once."""
 
     name: ClassVar[str] = "gthread"
-    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
 class GeventConfig(_Gunicorn, _Keepalive, _Connections, _Workers, StrategyConfig):
     """gunicorn with gevent workers: ``workers x worker_connections`` greenlets."""
 
     name: ClassVar[str] = "gevent"
-    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
 class EventletConfig(_Gunicorn, _Keepalive, _Connections, _Workers, StrategyConfig):
     """gunicorn with servekit's eventlet worker: ``workers x worker_connections``."""
 
     name: ClassVar[str] = "eventlet"
-    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
 class TornadoConfig(_Gunicorn, _Keepalive, _Threads, _Workers, StrategyConfig):
     """gunicorn with servekit's tornado worker, the WSGI app on ``threads`` threads."""
 
     name: ClassVar[str] = "tornado"
-    server: ClassVar[Literal["werkzeug", "gunicorn"]] = "gunicorn"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
+
+
+class GranianConfig(_Keepalive, _Threads, _Workers, StrategyConfig):
+    """granian (a Rust HTTP server) with its WSGI interface: ``workers x threads``."""
+
+    name: ClassVar[str] = "granian"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "granian"
 
 
 class AutoConfig(_Debug, _Gunicorn, _Threads, _Workers, StrategyConfig):

@@ -216,7 +216,7 @@ class TestConflicts:
 
     def test_applies_to(self) -> None:
         """The option table knows which strategies take each option."""
-        assert applies_to("threads") == ["gthread", "tornado", "auto"]
+        assert applies_to("threads") == ["gthread", "tornado", "granian", "auto"]
         assert applies_to("worker_connections") == ["gevent", "eventlet"]
         assert "host" in all_options() and "worker_connections" in all_options()
 

@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "gevent": "servekit.backends.gunicorn:Gevent",
     "eventlet": "servekit.backends.gunicorn:Eventlet",
     "tornado": "servekit.backends.gunicorn:Tornado",
+    "granian": "servekit.backends.granian:Granian",
 }
 ALIASES: dict[str, str] = {"werkzeug": "dev"}
 
@@ -38,6 +39,7 @@ StrategyName = Literal[
     "gevent",
     "eventlet",
     "tornado",
+    "granian",
 ]
 
 
