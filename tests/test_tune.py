@@ -27,7 +27,7 @@ CPU_APP = "tests.apps.tune_cpu:app"
 IO_APP = "tests.apps.tune_io:app"
 MIXED_APP = "tests.apps.tune_mixed:app"
 #: strategies that run a CPU-bound app on several processes without greenlets
-PROCESS_BASED = {"sync", "gthread", "processes"}
+PROCESS_BASED = {"sync", "gthread", "processes", "granian"}  # granian: processes x few threads
 COOPERATIVE_OR_THREADED = {"gevent", "eventlet", "gthread", "threaded", "tornado", "granian"}
 
 
@@ -209,7 +209,7 @@ class TestDecision:
 @pytest.mark.server
 class TestRuns:
     def test_cpu_app_is_cpu_bound_and_gets_processes(self) -> None:
-        """The CPU loop is classified CPU-bound and gets sync or gthread with few threads."""
+        """The CPU loop is classified CPU-bound and gets processes with few threads each."""
         doc, _ = tune_json(CPU_APP, "--duration", "1", "--max-concurrency", "8")
         assert doc["classification"] == "cpu-bound", doc["cpu_fraction"]
         rec = doc["recommendation"]
