@@ -199,9 +199,11 @@ class _Connections(BaseModel):
 
 class _Keepalive(BaseModel):
     keepalive: int | None = _opt(
-        "2",
+        "2 (granian: 0)",
         "Seconds to wait for the next request on a keep-alive connection (0: off). "
-        "sync and gthread workers close each connection after its response.",
+        "sync and gthread workers close each connection after its response; on granian "
+        "a kept-alive connection holds a thread's slot, and the value also bounds the time "
+        "a client has to send a request's headers.",
         ge=0,
         le=3600,
     )
@@ -302,13 +304,6 @@ class TornadoConfig(_Gunicorn, _Keepalive, _Threads, _Workers, StrategyConfig):
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class GranianConfig(_Keepalive, _Threads, _Workers, StrategyConfig):
-    """granian (a Rust HTTP server) with its WSGI interface: ``workers x threads``."""
-
-    name: ClassVar[str] = "granian"
-    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "granian"
-
-
 class AutoConfig(_Debug, _Gunicorn, _Threads, _Workers, StrategyConfig):
     """``threaded`` in development, ``gthread`` in production.
 
@@ -317,6 +312,16 @@ class AutoConfig(_Debug, _Gunicorn, _Threads, _Workers, StrategyConfig):
     """
 
     name: ClassVar[str] = "auto"
+
+
+class GranianConfig(_Proxies, _Keepalive, _Threads, _Workers, StrategyConfig):
+    """granian (a Rust HTTP server) with its WSGI interface: ``workers x threads``."""
+
+    name: ClassVar[str] = "granian"
+    server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "granian"
+    # A production server: the common option `reload` is not one of its fields (a class
+    # attribute of the same name removes the inherited field; `cfg.reload` reads None).
+    reload: ClassVar[None] = None  # type: ignore[misc]
 
 
 _MAX_JSON_DEPTH = 8

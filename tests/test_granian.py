@@ -50,12 +50,6 @@ def test_options_granian_cannot_take_are_refused(flag: str, value: str) -> None:
     assert "does not apply to strategy 'granian'" in proc.stderr
 
 
-def test_metrics_refused_for_now() -> None:
-    """metrics is not wired to granian yet: refused, not ignored."""
-    proc = run_cli("explain", "--strategy", "granian", "--metrics", "127.0.0.1:9")
-    assert proc.returncode == 2 and "option 'metrics'" in proc.stderr
-
-
 def test_serves_and_logs_requests(serve_app: Any) -> None:
     """A request is served and logged as a JSON request event; serving is announced once."""
     server = serve_app(strategy="granian", **SMALL)

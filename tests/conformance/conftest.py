@@ -30,7 +30,17 @@ VENV_BIN = Path(sys.executable).parent
 STARTUP_SECONDS = 60.0
 
 #: every strategy, in the order of servekit's table
-STRATEGIES = ["dev", "threaded", "processes", "sync", "gthread", "gevent", "eventlet", "tornado"]
+STRATEGIES = [
+    "dev",
+    "threaded",
+    "processes",
+    "sync",
+    "gthread",
+    "gevent",
+    "eventlet",
+    "tornado",
+    "granian",
+]
 REFERENCE = "reference"
 #: for tests whose expectation is absolute: the reference must meet it too (a check of the test)
 WITH_REFERENCE = [*STRATEGIES, REFERENCE]
@@ -45,6 +55,7 @@ STRATEGY_OPTIONS: dict[str, list[str]] = {
     "gevent": ["--workers", "1", "--worker-connections", "50"],
     "eventlet": ["--workers", "1", "--worker-connections", "50"],
     "tornado": ["--workers", "1", "--threads", "2"],
+    "granian": ["--workers", "1", "--threads", "2"],
 }
 
 #: variables that would change what a server does, left out of its environment
