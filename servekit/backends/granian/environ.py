@@ -77,6 +77,7 @@ class RequestPolicy:
         self.trusted = trusted
         #: a unix socket peer has no address: trusted, as gunicorn trusts it
         self.trust_all = unix or trusted.everyone
+        self.unix = unix
         self.base: dict[str, Any] = {
             "GATEWAY_INTERFACE": "CGI/1.1",
             "SCRIPT_NAME": "",
@@ -106,6 +107,8 @@ class RequestPolicy:
         _check_fields(environ)
         if self.trust_all or environ.get("REMOTE_ADDR") in self.trusted:
             _apply_proxy(environ)
+        if self.unix:
+            _server_from_host(environ)
         return environ
 
 
@@ -180,3 +183,15 @@ def _apply_proxy(environ: dict[str, Any]) -> None:
             raise Refusal(HTTPStatus.INTERNAL_SERVER_ERROR, detail)
         environ["SCRIPT_NAME"] = script_name
         environ["PATH_INFO"] = path[len(script_name) :]
+
+
+def _server_from_host(environ: dict[str, Any]) -> None:
+    """On a unix socket, SERVER_NAME and SERVER_PORT from the Host field, as gunicorn does."""
+    host = environ.get("HTTP_HOST", "")
+    if not host:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = "", ""
+        return
+    name, colon, port = host.rpartition(":")
+    if not colon or "]" in port:  # no port, or the end of a bracketed IPv6 address
+        name, port = host, "443" if environ["wsgi.url_scheme"] == "https" else "80"
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port

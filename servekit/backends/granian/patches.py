@@ -36,8 +36,9 @@ PRIVATE_NAMES = (
     ("granian.server.common.AbstractServer", "signal_handler_interrupt"),
     ("granian.server.common.AbstractServer", "_bind_addr_fmt"),
 )
-#: attributes of a granian server object that servekit sets or reads
-INSTANCE_ATTRIBUTES = ("_ssp", "_shd", "_sfd", "_sso", "wrks", "workers_kill_timeout")
+#: attributes a granian server object has from its construction that servekit sets or
+#: reads (``_sso``, the worker's copy of the socket, is set by ``_init_shared_socket``)
+INSTANCE_ATTRIBUTES = ("_ssp", "_shd", "_sfd", "wrks", "workers_kill_timeout")
 
 _REPLACED = PRIVATE_NAMES[:4]
 

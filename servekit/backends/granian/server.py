@@ -88,7 +88,7 @@ class Stopper:
                 return
             self.started = True
         self.metering.draining()
-        get_logger().info("stopping", signal=why, graceful_timeout=self.graceful)
+        get_logger().info("stopping", signal=why, graceful_timeout=round(self.graceful))
         close_gate(self.listener)
         thread = threading.Thread(
             target=self._drain, args=(server, then), name="servekit-drain", daemon=True
