@@ -27,7 +27,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-STRATEGIES = ("dev", "threaded", "processes", "sync", "gthread", "gevent", "eventlet", "tornado")
+STRATEGIES = (
+    "dev",
+    "threaded",
+    "processes",
+    "sync",
+    "gthread",
+    "gevent",
+    "eventlet",
+    "tornado",
+    "granian",
+)
 
 # Variables a user's shell would not carry into their project, or that would steer
 # servekit, gunicorn or Flask from outside the command under test.
@@ -59,7 +69,7 @@ def sizing_flags(strategy: str) -> list[str]:
     if strategy in ("dev", "threaded"):
         return []
     flags = ["--workers", "1"]
-    if strategy in ("gthread", "tornado"):
+    if strategy in ("gthread", "tornado", "granian"):
         flags += ["--threads", "2"]
     if strategy in ("gevent", "eventlet"):
         flags += ["--worker-connections", "50"]
