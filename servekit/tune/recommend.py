@@ -112,9 +112,18 @@ def _reason(probe: Probe, win: Trial, cell: Cell, rival: tuple[Trial, Cell | Non
     )
 
 
-def _pick(points: list[tuple[Trial, Cell]]) -> tuple[Trial, Cell]:
+#: strategies whose greenlets never yield while a request runs Python
+_COOPERATIVE = ("gevent", "eventlet")
+
+
+def _pick(points: list[tuple[Trial, Cell]], probe: Probe) -> tuple[Trial, Cell]:
     top = max(cell.throughput for _, cell in points)
     tied = [(t, c) for t, c in points if c.throughput >= (1 - TIE) * top]
+    if probe.classification == "cpu-bound":
+        # On a tie, CPU-bound work goes to processes and threads: a greenlet busy on the
+        # CPU holds every other request of its worker (the p99 shows it under more load).
+        uncooperative = [(t, c) for t, c in tied if t.strategy not in _COOPERATIVE]
+        tied = uncooperative or tied
     return min(tied, key=lambda tc: tc[1].latency_ms(99))
 
 
@@ -134,7 +143,7 @@ def recommend(trials: list[Trial], probe: Probe, target_ms: float) -> Recommenda
             f"{cell.concurrency})."
         )
         return Recommendation(win, cell, False, reason)
-    win, cell = _pick(points)
+    win, cell = _pick(points, probe)
     others = [(t, best_point(t, target_ms)) for t in measured if t.strategy != win.strategy]
     others.sort(key=lambda tc: -(tc[1].throughput if tc[1] is not None else -1.0))
     rival = others[0] if others else None
