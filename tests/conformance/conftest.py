@@ -1,6 +1,6 @@
 """One real server per strategy, plus bare gunicorn sync as the reference, for the session.
 
-All nine start at once (in parallel) the first time a test asks for one, each in its
+All ten start at once (in parallel) the first time a test asks for one, each in its
 own process group on a free loopback port, and all are stopped at the session's end
 (SIGTERM, a short drain, then SIGKILL for whatever is left of each process group).
 """
@@ -357,7 +357,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """The reference and the eight strategies, started together once for the session."""
+    """The reference and every strategy, started together once for the session."""
     directory = tmp_path_factory.mktemp("conformance-servers")
     started: dict[str, Server] = {}
     try:
