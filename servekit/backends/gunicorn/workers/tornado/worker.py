@@ -21,7 +21,6 @@ from servekit.backends.gunicorn.workers.drain import (
     StopClock,
     server_stopping,
 )
-from servekit.backends.gunicorn.workers.limits import Refuses413, current
 from servekit.backends.gunicorn.workers.tornado.container import Container
 from servekit.backends.gunicorn.workers.tornado.server import DrainingServer
 
@@ -47,7 +46,7 @@ def _skip_joining_request_threads() -> None:
         register(exit_now)
 
 
-class TornadoWorker(StopClock, Refuses413, gtornado.TornadoWorker):  # type: ignore[misc]
+class TornadoWorker(StopClock, gtornado.TornadoWorker):  # type: ignore[misc]
     """Gunicorn tornado worker: the WSGI app on a thread pool, requests read and answered
     as gunicorn's sync worker does, responses streamed, graceful drain, gunicorn access log."""
 
@@ -67,9 +66,12 @@ class TornadoWorker(StopClock, Refuses413, gtornado.TornadoWorker):  # type: ign
         return Container(app, self), executor
 
     def _head_timeout(self) -> float | None:
-        # The deadline of a request head, from the accept or the previous response
-        # (servekit's header_timeout; a kept-alive connection also waits keepalive at most).
-        return float(current().header_timeout)
+        # How long a request head may take to arrive, on a new connection or a
+        # kept-alive one: keepalive, as in gunicorn's async workers, else timeout.
+        for seconds in (self.cfg.keepalive, self.cfg.timeout):
+            if seconds and seconds > 0:
+                return float(seconds)
+        return None
 
     def _silence_limit(self) -> float | None:
         # How long a client may send or read nothing in the middle of a request: the
@@ -149,7 +151,7 @@ class TornadoWorker(StopClock, Refuses413, gtornado.TornadoWorker):  # type: ign
         # "Connection: close".
         server.draining = True
         server.conn_params.no_keep_alive = True
-        while server.drain_load() and loop.time() < deadline:
+        while server.load() and loop.time() < deadline:
             await asyncio.sleep(_DRAIN_POLL_SECONDS)
         in_flight = server.in_flight()
         if in_flight:
