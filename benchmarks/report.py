@@ -629,6 +629,10 @@ def write_report(data: dict[str, Any], output: Path, chart_path: Path) -> None:
             "boot and after their load.",
             _memory(s["overhead"]),
         ]
+    if "granian" in s:
+        from benchmarks.granian import render
+
+        parts += ["## 7. granian", render(s["granian"])]
     findings = ROOT / "benchmarks" / "FINDINGS.md"
     if findings.exists() and not data.get("quick"):
         parts += [findings.read_text().strip()]

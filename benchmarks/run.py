@@ -33,7 +33,7 @@ __all__ = ["main"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SECTIONS = ("imports", "startup", "overhead", "ceiling", "cpu")
+SECTIONS = ("imports", "startup", "overhead", "ceiling", "cpu", "granian")
 
 
 def _run_section(name: str, settings: Settings, log_dir: Path) -> Any:
@@ -58,6 +58,10 @@ def _run_section(name: str, settings: Settings, log_dir: Path) -> Any:
         from benchmarks.ceiling import run_ceiling
 
         return run_ceiling(settings, log_dir)
+    if name == "granian":
+        from benchmarks.granian import run_granian
+
+        return run_granian(settings, log_dir)
     from benchmarks.cpu import run_cpu
 
     return run_cpu(settings, log_dir)

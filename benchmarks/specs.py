@@ -42,7 +42,7 @@ def _capacity(strategy: str, workers: int, threads: int, connections: int) -> in
         return None
     if strategy in ("processes", "sync"):
         return workers
-    if strategy in ("gthread", "tornado"):
+    if strategy in ("gthread", "tornado", "granian"):
         return workers * threads
     return workers * connections
 
@@ -64,7 +64,7 @@ def servekit_spec(
     if strategy not in ("dev", "threaded"):
         assert workers is not None
         argv += ["--workers", str(workers)]
-    if strategy in ("gthread", "tornado"):
+    if strategy in ("gthread", "tornado", "granian"):
         argv += ["--threads", str(threads)]
     if strategy in ("gevent", "eventlet"):
         argv += ["--worker-connections", str(connections)]

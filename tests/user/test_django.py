@@ -1,5 +1,5 @@
 """A project made by ``django-admin startproject``, migrated, with a superuser: its admin login
-works under ``servekit run mysite.wsgi:application`` for all eight strategies."""
+works under ``servekit run mysite.wsgi:application`` for every strategy."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def django_project(user_venv: Venv, tmp_path_factory: pytest.TempPathFactory) ->
 def servers(
     user_venv: Venv, django_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
-    """All eight strategies serving ``mysite.wsgi:application``."""
+    """Every strategy serving ``mysite.wsgi:application``."""
     with ServerGroup(tmp_path_factory.mktemp("django-servers")) as group:
         for strategy in STRATEGIES:
             port = group.free_port()

@@ -1,5 +1,5 @@
 """``servekit run myproject.wsgi:app`` and ``servekit run myproject.wsgi`` from a user's project
-directory, for all eight strategies: text, JSON, a multipart upload and a streamed response."""
+directory, for every strategy: text, JSON, a multipart upload and a streamed response."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def start_all(group: ServerGroup, venv: Venv, project: Path, app: str) -> dict[s
 def attr_servers(
     user_venv: Venv, flask_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
-    """All eight strategies serving ``myproject.wsgi:app``."""
+    """Every strategy serving ``myproject.wsgi:app``."""
     with ServerGroup(tmp_path_factory.mktemp("app-attr")) as group:
         yield start_all(group, user_venv, flask_project, "myproject.wsgi:app")
 
@@ -71,7 +71,7 @@ def attr_servers(
 def module_servers(
     user_venv: Venv, flask_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
-    """All eight strategies serving ``myproject.wsgi``."""
+    """Every strategy serving ``myproject.wsgi``."""
     with ServerGroup(tmp_path_factory.mktemp("module-alone")) as group:
         yield start_all(group, user_venv, flask_project, "myproject.wsgi")
 

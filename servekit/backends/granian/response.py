@@ -43,12 +43,21 @@ class HeaderError(ValueError):
     """A status or header the server will not send (the app's mistake: a 500)."""
 
 
+#: status lines and header names already checked -> their code / lower-case name
+_STATUSES: dict[str, int] = {}
+_NAMES: dict[str, str] = {}
+_CACHE_LIMIT = 1024
+
+
 def parse_status(status: Any) -> int:
     """The status code of a WSGI status line such as ``"200 OK"``.
 
     Raises:
         HeaderError: not a string of three digits, optionally a space and a reason.
     """
+    code = _STATUSES.get(status) if isinstance(status, str) else None
+    if code is not None:
+        return code
     if not isinstance(status, str):
         msg = f"status {status!r} is not a string"
         raise HeaderError(msg)
@@ -56,16 +65,31 @@ def parse_status(status: Any) -> int:
     if match is None:
         msg = f"invalid status {status!r}"
         raise HeaderError(msg)
+    if len(_STATUSES) < _CACHE_LIMIT:
+        _STATUSES[status] = int(match.group(1))
     return int(match.group(1))
 
 
-def _check_header(name: Any, value: Any) -> str:
+def _lower_name(name: Any) -> str:
+    """The header name in lower case, once it is known to be a token."""
+    lower = _NAMES.get(name) if isinstance(name, str) else None
+    if lower is not None:
+        return lower
     if not isinstance(name, str) or not _TOKEN(name):
         msg = f"invalid header name {name!r}"
         raise HeaderError(msg)
+    lower = name.lower()
+    if len(_NAMES) < _CACHE_LIMIT:
+        _NAMES[name] = lower
+    return lower
+
+
+def _check_value(name: str, value: Any) -> str:
     if not isinstance(value, str):
         msg = f"header {name!r}: value {type(value).__name__} is not a string"
         raise HeaderError(msg)
+    if value.isascii() and value.isprintable():  # the common case, checked in C
+        return value.strip(" ") if value[:1] == " " or value[-1:] == " " else value
     if not _VALUE(value):
         if _LATIN1_VALUE(value):
             msg = (
@@ -113,12 +137,25 @@ class Response:
         elif self.status is not None:
             msg = "start_response() called again without exc_info"
             raise AssertionError(msg)
-        code = parse_status(status)
+        code = _STATUSES.get(status) if type(status) is str else None
+        if code is None:
+            code = parse_status(status)
         kept: list[tuple[str, str]] = []
         length = None
-        for name, raw in headers:
-            value = _check_header(name, raw)
-            lower = name.lower()
+        names = _NAMES
+        for pair in headers:
+            name, value = pair
+            lower = names.get(name) if type(name) is str else None
+            if lower is None:
+                lower = _lower_name(name)
+            if not (
+                type(value) is str
+                and value.isascii()
+                and value.isprintable()
+                and value[:1] != " "
+                and value[-1:] != " "
+            ):
+                value = _check_value(name, value)
             if lower == "content-length":
                 if not value.isdigit() or not value.isascii():
                     msg = f"invalid Content-Length {value!r}"
@@ -126,9 +163,10 @@ class Response:
                 length = int(value)
             elif lower in _HOP_BY_HOP:
                 continue
-            kept.append((name, value))
+            kept.append(pair if type(pair) is tuple and value is pair[1] else (name, value))
         self.code, self.headers, self.length, self.status = code, kept, length, status
-        self.chunks = []
+        if self.chunks:
+            self.chunks = []
         return self.write
 
     def write(self, data: bytes) -> None:

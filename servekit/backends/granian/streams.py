@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["Body", "FileWrapper", "Input"]
+__all__ = ["EMPTY_INPUT", "Body", "FileWrapper", "Input"]
 
 #: how much is asked of granian at a time when reading to the end of the body
 _BLOCK = 65536
@@ -91,6 +91,23 @@ class Input:
         if not line:
             raise StopIteration
         return line
+
+
+class _EmptyInput(Input):
+    """The body of a request that has none (no Content-Length, no Transfer-Encoding):
+    one shared, stateless instance."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._done = True
+
+    def _more(self, size: int, line: bool = False) -> bool:
+        return False
+
+
+EMPTY_INPUT = _EmptyInput()
 
 
 class FileWrapper:

@@ -65,7 +65,7 @@ def make_handler(app: Callable[..., Any], policy: RequestPolicy, access: AccessL
     """The callable granian runs per request, serving ``app``."""
 
     def handle(proto: Any, scope: dict[str, Any]) -> int:
-        started = time.perf_counter()
+        started = time.perf_counter() if access.enabled else 0.0
         try:
             environ = policy.environ(scope)
         except Refusal as refusal:
@@ -115,7 +115,10 @@ def _send_bytes(
     proto: Any, response: Response, parts: list[bytes] | tuple[bytes, ...]
 ) -> tuple[int, int]:
     """A list or tuple body: joined and sent at once (granian's fast path)."""
-    data = b"".join([*response.chunks, *parts])  # TypeError (a 500) for a part not bytes
+    if len(parts) == 1 and not response.chunks and type(parts[0]) is bytes:
+        data = parts[0]
+    else:
+        data = b"".join([*response.chunks, *parts])  # TypeError (a 500) for a part not bytes
     code = response.code
     if code < 200 or code in (204, 304):
         headers = response.headers if code == 304 else response.without_length()
