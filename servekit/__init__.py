@@ -1,9 +1,9 @@
 """servekit: serve any WSGI app with one call, and say how many requests it can carry.
 
 ``serve(app, strategy=...)`` runs werkzeug's development server (``dev``,
-``threaded``, ``processes``) or an embedded gunicorn (``sync``, ``gthread``,
-``gevent``, ``eventlet``, ``tornado``), configured from code, the command line and
-``SERVEKIT_*`` environment variables.
+``threaded``, ``processes``), an embedded gunicorn (``sync``, ``gthread``,
+``gevent``, ``eventlet``, ``tornado``) or granian (``granian``), configured from code,
+the command line and ``SERVEKIT_*`` environment variables.
 
 Names are imported on first use (PEP 562), so ``import servekit`` in an app's
 entrypoint costs almost nothing until ``serve()`` runs.

@@ -52,12 +52,12 @@ class Plan:
 
     @property
     def server(self) -> str:
-        """``"werkzeug"`` or ``"gunicorn"``."""
+        """``"werkzeug"``, ``"gunicorn"`` or ``"granian"``."""
         return type(self.config).server
 
     @property
     def worker_class(self) -> str | None:
-        """The gunicorn worker class (dotted path or gunicorn's short name)."""
+        """The gunicorn worker class (dotted path or gunicorn's short name); ``None`` otherwise."""
         return self.adapter.worker_class
 
     @property

@@ -26,7 +26,7 @@ from http import HTTPStatus
 from typing import Any
 
 from servekit.access import TrustedProxies
-from servekit.backends.granian.streams import FileWrapper, Input
+from servekit.backends.granian.streams import EMPTY_INPUT, FileWrapper, Input
 
 __all__ = ["Refusal", "RequestPolicy", "error_response"]
 
@@ -43,6 +43,10 @@ _SECURE_SCHEME = (
     ("HTTP_X_FORWARDED_SSL", "on"),
 )
 _CODINGS = frozenset(("compress", "deflate", "gzip"))
+#: the request keys a trusted proxy acts through
+_PROXY_KEYS = frozenset((*(key for key, _ in _SECURE_SCHEME), "HTTP_SCRIPT_NAME"))
+#: no value shorter than this can take a request near gunicorn's length limits
+_LONG = 4000
 _ERROR_PAGE = (
     "<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n"
     "    <h1><p>{reason}</p></h1>\n    {detail}\n  </body>\n</html>\n"
@@ -78,6 +82,7 @@ class RequestPolicy:
         #: a unix socket peer has no address: trusted, as gunicorn trusts it
         self.trust_all = unix or trusted.everyone
         self.unix = unix
+        self._trust: dict[str, bool] = {}
         self.base: dict[str, Any] = {
             "GATEWAY_INTERFACE": "CGI/1.1",
             "SCRIPT_NAME": "",
@@ -92,46 +97,70 @@ class RequestPolicy:
         }
 
     def environ(self, scope: dict[str, Any]) -> dict[str, Any]:
-        """The environ for granian's request ``scope``.
+        """The environ for granian's request ``scope`` (which it takes over).
 
         Raises:
             Refusal: a request gunicorn would refuse.
         """
-        environ = self.base | scope
-        environ["wsgi.input"] = Input(scope["wsgi.input"])
-        if environ["SERVER_PROTOCOL"] == "HTTP/1":
-            environ["SERVER_PROTOCOL"] = "HTTP/1.0"
-        method = environ["REQUEST_METHOD"]
+        body = scope.pop("wsgi.input")
+        if scope["SERVER_PROTOCOL"] == "HTTP/1":
+            scope["SERVER_PROTOCOL"] = "HTTP/1.0"
+        method = scope["REQUEST_METHOD"]
         if method not in _COMMON_METHODS and not _METHOD(method):
             raise Refusal(HTTPStatus.BAD_REQUEST, f"invalid method {method!r}")
-        _check_fields(environ)
-        if self.trust_all or environ.get("REMOTE_ADDR") in self.trusted:
-            _apply_proxy(environ)
+        # Every value is a str now: the longest tells whether a limit can be near.
+        try:
+            longest = max(map(len, scope.values()))
+        except TypeError:  # a value that is not a str: look at each
+            longest = _LONG + 1
+        if longest > _LONG:
+            _check_lengths(scope)
+        _check_fields(scope)
+        if not _PROXY_KEYS.isdisjoint(scope) and self.trusts(scope.get("REMOTE_ADDR")):
+            _apply_proxy(scope)
         if self.unix:
-            _server_from_host(environ)
+            _server_from_host(scope)
+        environ = self.base | scope
+        bodiless = "CONTENT_LENGTH" not in scope and "HTTP_TRANSFER_ENCODING" not in scope
+        environ["wsgi.input"] = EMPTY_INPUT if bodiless else Input(body)
         return environ
 
+    def trusts(self, peer: str | None) -> bool:
+        """Whether ``peer`` may set the forwarding headers (remembered per address)."""
+        if self.trust_all:
+            return True
+        known = self._trust.get(peer or "")
+        if known is None:
+            if len(self._trust) > 4096:
+                self._trust.clear()
+            known = self._trust[peer or ""] = peer in self.trusted
+        return known
 
-def _check_fields(environ: dict[str, Any]) -> None:
-    """gunicorn's refusals that the environ still shows (see the module docstring)."""
-    line = len(environ["REQUEST_METHOD"]) + len(environ["PATH_INFO"]) + 10
-    query = environ["QUERY_STRING"]
+
+def _check_lengths(scope: dict[str, Any]) -> None:
+    """gunicorn's request line and field line limits (414, 431)."""
+    line = len(scope["REQUEST_METHOD"]) + len(scope["PATH_INFO"]) + 10
+    query = scope["QUERY_STRING"]
     if query:
         line += len(query) + 1
     if line > MAX_REQUEST_LINE:
         raise Refusal(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
-    for key, value in environ.items():
+    for key, value in scope.items():
         # "Name: value" and its CRLF, as gunicorn counts it.
-        if key[:5] == "HTTP_" and len(key) + len(value) - 1 > MAX_FIELD_LINE:
+        if key[:5] == "HTTP_" and len(key) + len(str(value)) - 1 > MAX_FIELD_LINE:
             raise Refusal(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"{key[5:]} too large")
+
+
+def _check_fields(environ: dict[str, Any]) -> None:
+    """gunicorn's refusals that the environ still shows (see the module docstring)."""
     host = environ.get("HTTP_HOST")
     if host is not None:
         if not host:
             del environ["HTTP_HOST"]  # granian's stand-in when the request has none
-        elif _JOINED(host):  # granian joins repeated fields with a bare comma
+        elif "," in host and _JOINED(host):  # granian joins repeated fields with a bare comma
             raise Refusal(HTTPStatus.BAD_REQUEST, "more than one Host field")
     path = environ["PATH_INFO"]
-    if not path.startswith("/") and (path != "*" or environ["REQUEST_METHOD"] != "OPTIONS"):
+    if path[:1] != "/" and (path != "*" or environ["REQUEST_METHOD"] != "OPTIONS"):
         raise Refusal(HTTPStatus.BAD_REQUEST, f"invalid request target {path!r}")
     expect = environ.get("HTTP_EXPECT")
     if expect is not None and expect.lower() != "100-continue":
