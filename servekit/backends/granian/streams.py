@@ -9,6 +9,7 @@ than the ``Content-Length`` the app declared, and the iterable's ``close()`` cal
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -16,6 +17,8 @@ __all__ = ["EMPTY_INPUT", "Body", "FileWrapper", "Input"]
 
 #: how much is asked of granian at a time when reading to the end of the body
 _BLOCK = 65536
+#: seconds to wait, after the app raised mid-body, before granian aborts the connection
+_FLUSH_GRACE = 0.05
 
 
 class Input:
@@ -159,7 +162,20 @@ class Body:
 
     def __next__(self) -> bytes:
         while True:
-            chunk = self._pending.pop(0) if self._pending else next(self._iterator)
+            if self._pending:
+                chunk = self._pending.pop(0)
+            else:
+                try:
+                    chunk = next(self._iterator)
+                except StopIteration:
+                    raise
+                except Exception:
+                    if self.sent:
+                        # granian aborts the connection at once; hyper may not have written
+                        # the bytes it holds yet. A short wait lets it flush them first,
+                        # so the client sees the response cut short, as gunicorn sends it.
+                        time.sleep(_FLUSH_GRACE)
+                    raise
             if not isinstance(chunk, bytes):
                 msg = f"the response iterable gave {type(chunk).__name__}, not bytes"
                 raise TypeError(msg)
