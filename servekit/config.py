@@ -209,10 +209,34 @@ class _Keepalive(BaseModel):
     )
 
 
+class _ClientLimits(BaseModel):
+    header_timeout: float | None = _opt(
+        "10",
+        "Seconds a client has to send a whole request head (request line and headers), "
+        "counted from the connection's accept or the previous response; a head that is "
+        "late gets 408 (nothing sent yet: a close). A deadline, not a silence limit.",
+        gt=0,
+        le=3600,
+    )
+    body_min_rate: int | None = _opt(
+        "1024",
+        "Least request-body rate (bytes/s) once a body read has waited header_timeout "
+        "seconds on the client in all; a slower client is disconnected (0: no minimum).",
+        ge=0,
+    )
+    max_body_size: int | None = _opt(
+        "1073741824 (1 GiB)",
+        "Largest request body in bytes; a larger Content-Length gets 413 before the app "
+        "runs, a chunked body once the app reads past it (0: no limit).",
+        ge=0,
+    )
+
+
 class _Gunicorn(_Proxies):
     timeout: int | None = _opt(
         "30",
-        "Seconds a silent worker may take before it is killed and replaced (0: never).",
+        "Seconds a silent worker may take before it is killed and replaced (0: never); "
+        "also the deadline for the client to take each write of a response (sync: half).",
         ge=0,
         le=86400,
     )
@@ -269,42 +293,42 @@ class ProcessesConfig(_Debug, _Proxies, _Workers, StrategyConfig):
     name: ClassVar[str] = "processes"
 
 
-class SyncConfig(_Gunicorn, _Workers, StrategyConfig):
+class SyncConfig(_Gunicorn, _ClientLimits, _Workers, StrategyConfig):
     """gunicorn with sync workers: one request at a time per worker."""
 
     name: ClassVar[str] = "sync"
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class GthreadConfig(_Gunicorn, _Threads, _Workers, StrategyConfig):
+class GthreadConfig(_Gunicorn, _ClientLimits, _Threads, _Workers, StrategyConfig):
     """gunicorn with threaded workers: ``workers x threads`` requests at once."""
 
     name: ClassVar[str] = "gthread"
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class GeventConfig(_Gunicorn, _Keepalive, _Connections, _Workers, StrategyConfig):
+class GeventConfig(_Gunicorn, _ClientLimits, _Keepalive, _Connections, _Workers, StrategyConfig):
     """gunicorn with gevent workers: ``workers x worker_connections`` greenlets."""
 
     name: ClassVar[str] = "gevent"
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class EventletConfig(_Gunicorn, _Keepalive, _Connections, _Workers, StrategyConfig):
+class EventletConfig(_Gunicorn, _ClientLimits, _Keepalive, _Connections, _Workers, StrategyConfig):
     """gunicorn with servekit's eventlet worker: ``workers x worker_connections``."""
 
     name: ClassVar[str] = "eventlet"
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class TornadoConfig(_Gunicorn, _Keepalive, _Threads, _Workers, StrategyConfig):
+class TornadoConfig(_Gunicorn, _ClientLimits, _Keepalive, _Threads, _Workers, StrategyConfig):
     """gunicorn with servekit's tornado worker, the WSGI app on ``threads`` threads."""
 
     name: ClassVar[str] = "tornado"
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class AutoConfig(_Debug, _Gunicorn, _Threads, _Workers, StrategyConfig):
+class AutoConfig(_Debug, _Gunicorn, _ClientLimits, _Threads, _Workers, StrategyConfig):
     """``threaded`` in development, ``gthread`` in production.
 
     Options that only the production choice takes (``workers``, ``threads``,

@@ -39,6 +39,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "debug": False,
     "timeout": 30,
     "keepalive": 2,
+    "header_timeout": 10.0,
+    "body_min_rate": 1024,
+    "max_body_size": 1 << 30,
     "max_requests": 0,
     "max_requests_jitter": 0,
     "forwarded_allow_ips": "127.0.0.1,::1",
@@ -109,8 +112,6 @@ def validate(
         raise _validation_message(exc, sources, data) from None
 
 
-
-
 def read_env(environ: Mapping[str, str], known: list[str]) -> dict[str, tuple[str, str]]:
     """``SERVEKIT_*`` variables as option -> (value, variable); empty values count as unset."""
     found: dict[str, tuple[str, str]] = {}
@@ -124,4 +125,3 @@ def read_env(environ: Mapping[str, str], known: list[str]) -> dict[str, tuple[st
             raise ConfigError(msg, option=None, source=var)
         found[name] = (value, var)
     return found
-

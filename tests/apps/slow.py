@@ -1,4 +1,5 @@
-"""Test app: ``/sleep?s=`` waits (cooperatively once patched), ``/pid``, ``/patched``, ``/big``."""
+"""Test app: ``/sleep?s=`` waits (cooperatively once patched), ``/pid``, ``/patched``, ``/big``,
+``/huge`` (64 MiB streamed), ``/upload`` (reads the body, answers its length)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         body = json.dumps({"at_import": PATCHED_AT_IMPORT, "now": _socket_patched()}).encode()
     elif path == "/big":
         body = b"x" * 100_000
+    elif path == "/huge":
+        # 64 MiB, streamed: more than loopback's socket buffers hold (slow readers)
+        chunk = b"x" * 65536
+        start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(1 << 26))])
+        return (chunk for _ in range(1024))
+    elif path == "/upload":
+        body = str(len(environ["wsgi.input"].read())).encode()
     elif path == "/":
         body = b"ok"
     else:

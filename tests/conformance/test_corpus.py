@@ -66,11 +66,20 @@ def test_reference_accepts_the_baselines(outcomes: Outcomes) -> None:
     assert reference["cl-and-te"].startswith("400"), reference["cl-and-te"]
 
 
+#: where servekit's gunicorn strategies answer otherwise than bare gunicorn, by design: a
+#: declared body over max_body_size (1 GiB by default) is refused at once (bare gunicorn
+#: waits for it)
+DESIGNED = {"cl-huge": "413 then closed", "cl-2-pow-64": "413 then closed"}
+LIMITED = {"sync", "gthread", "gevent", "eventlet", "tornado"}
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("group", GROUPS)
 def test_corpus_group(outcomes: Outcomes, group: str, strategy: str) -> None:
     """Every case of the group gets the same outcome class from the strategy as from the reference."""
-    reference, got = outcomes[REFERENCE], outcomes[strategy]
+    reference, got = dict(outcomes[REFERENCE]), outcomes[strategy]
+    if strategy in LIMITED:
+        reference.update({k: v for k, v in DESIGNED.items() if k in reference})
     mismatches = [
         f"  {case.id}: reference {reference[case.id]!r}, {strategy} {got[case.id]!r}"
         + (f"  [{case.note}]" if case.note else "")

@@ -71,7 +71,8 @@ class Sync(_Gunicorn):
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.sync.SyncWorker"
     advice: ClassVar[str | None] = (
         "a sync worker serves one connection at a time, for as long as its client is "
-        "slow: where untrusted clients reach it, put a buffering proxy (e.g. nginx) in front"
+        "slow (up to header_timeout for a head, the body rate, timeout/2 per write): it "
+        "needs a buffering proxy (e.g. nginx) in front where untrusted clients reach it"
     )
 
     def defaults(self, cpus: int) -> dict[str, Any]:
@@ -86,9 +87,10 @@ class Gthread(_Gunicorn):
     config: ClassVar[type[StrategyConfig]] = GthreadConfig
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.gthread.ThreadWorker"
     advice: ClassVar[str | None] = (
-        "each connection holds a thread while its request is read, so clients that trickle "
-        "bytes can take the capacity: where untrusted clients reach it, put a buffering "
-        "proxy (e.g. nginx) in front"
+        "each connection holds a thread while its request is read and its response "
+        "written (bounded by header_timeout, body_min_rate and timeout), so slow clients "
+        "can take the capacity meanwhile: where untrusted clients reach it, put a "
+        "buffering proxy (e.g. nginx) in front"
     )
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
@@ -154,6 +156,11 @@ class Tornado(_Gunicorn):
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("tornado", "tornado"),)
     packages: ClassVar[tuple[str, ...]] = ("tornado>=6.3",)
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
+    advice: ClassVar[str | None] = (
+        "request heads are read on the event loop, but a client that reads its response "
+        "slowly holds a pool thread until the write deadline (timeout): where untrusted "
+        "clients reach it, put a buffering proxy (e.g. nginx) in front"
+    )
 
     def defaults(self, cpus: int) -> dict[str, Any]:
         return {"workers": cpus, "threads": 4}

@@ -24,6 +24,7 @@ from gunicorn.app.base import BaseApplication
 from servekit import metrics
 from servekit.backends.gunicorn.boot import BootFailure
 from servekit.backends.gunicorn.log import GunicornLogger
+from servekit.backends.gunicorn.workers import limits
 from servekit.errors import ConfigError
 from servekit.loading import failure_location, load_app
 
@@ -36,6 +37,7 @@ __all__ = [
     "Application",
     "ReloadableLoadError",
     "check_extra_settings",
+    "client_limits",
     "gunicorn_settings",
 ]
 
@@ -92,6 +94,25 @@ def gunicorn_settings(plan: Plan, fd: int | None = None) -> dict[str, Any]:
         settings["worker_connections"] = connections
     settings.update(getattr(cfg, "gunicorn", None) or {})
     return settings
+
+
+def client_limits(plan: Plan) -> limits.Limits:
+    """servekit's slow-client limits for ``plan`` (gunicorn has no settings for them).
+
+    They reach the workers as module state set in the master before it forks (see
+    :mod:`servekit.backends.gunicorn.workers.limits`); a strategy whose model lacks an
+    option keeps that limit's default.
+    """
+    cfg = plan.config
+    default = limits.Limits()
+    header_timeout = getattr(cfg, "header_timeout", None)
+    body_min_rate = getattr(cfg, "body_min_rate", None)
+    max_body_size = getattr(cfg, "max_body_size", None)
+    return limits.Limits(
+        header_timeout=default.header_timeout if header_timeout is None else float(header_timeout),
+        body_min_rate=default.body_min_rate if body_min_rate is None else int(body_min_rate),
+        max_body_size=default.max_body_size if max_body_size is None else int(max_body_size),
+    )
 
 
 #: gunicorn settings servekit sets itself -> the servekit option to use instead (None: none)
@@ -232,6 +253,7 @@ class Application(BaseApplication):  # type: ignore[misc]
         # goes in here, or reloaded workers would lose the SIGINT drain and the report.
         for name, value in gunicorn_settings(self.plan, self.fd).items():
             self.cfg.set(name, value)
+        limits.configure(client_limits(self.plan))
         if self.booted is not None:
             self.cfg.set("post_worker_init", self.booted)
 

@@ -29,46 +29,107 @@ socket error it is (gunicorn logs it and closes the connection).
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.http.errors import NoMoreData
 
-__all__ = ["ClientLimit", "TimedClientSocket"]
+from servekit.backends.gunicorn.workers.limits import Cut, Limits, Pace
+
+__all__ = ["ClientLimit", "TimedClientSocket", "quantum"]
 
 _NO_TIMEOUT = bytes(struct.calcsize("@ll"))
 
 
 class TimedClientSocket(socket.socket):
-    """A client connection whose blocking reads give up after the kernel's receive timeout."""
+    """A client connection whose blocking reads and writes keep :class:`~.limits.Pace`'s
+    deadlines: the kernel ends each wait after a short quantum, and the deadlines are
+    checked then and after every read."""
 
-    __slots__ = ("limit",)
+    __slots__ = ("limit", "pace")
     limit: float
+    pace: Pace | None
+
+    def _timed_read(self, call: Callable[[], Any], size: Callable[[Any], int]) -> Any:
+        pace = self.pace
+        while True:
+            start = time.monotonic()
+            try:
+                result = call()
+            except BlockingIOError:
+                if self.gettimeout() is not None:
+                    raise  # a non-blocking read that found nothing: not a timeout
+                if pace is None:
+                    raise NoMoreData(b"") from None
+                now = time.monotonic()
+                self._account(pace, 0, now - start, now)
+                continue
+            if pace is not None and self.gettimeout() is None:
+                now = time.monotonic()
+                self._account(pace, size(result), now - start, now)
+            return result
+
+    def _account(self, pace: Pace, got: int, waited: float, now: float) -> None:
+        try:
+            pace.after_read(got, waited, now)
+        except Cut as cut:
+            self._end(cut.reply)
+            raise
+
+    def _end(self, reply: bytes | None) -> None:
+        """Answer (without waiting) and shut the connection: the close that follows
+        (gunicorn's graceful one reads what is left) does not wait on the client."""
+        try:
+            if reply:
+                super().send(reply, socket.MSG_DONTWAIT)
+            self.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """``socket.recv``; a client silent for the read timeout counts as gone."""
-        try:
-            return super().recv(bufsize, flags)
-        except BlockingIOError:
-            if self.gettimeout() is not None:
-                raise  # a non-blocking read that found nothing: not a timeout
-            raise NoMoreData(b"") from None
+        """``socket.recv`` within the request's deadlines."""
+        data: bytes = self._timed_read(
+            lambda: super(TimedClientSocket, self).recv(bufsize, flags), len
+        )
+        return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """``socket.recv_into``; a client silent for the read timeout counts as gone."""
-        try:
-            return super().recv_into(buffer, nbytes, flags)
-        except BlockingIOError:
-            if self.gettimeout() is not None:
-                raise
-            raise NoMoreData(b"") from None
+        """``socket.recv_into`` within the request's deadlines."""
+        got: int = self._timed_read(
+            lambda: super(TimedClientSocket, self).recv_into(buffer, nbytes, flags), int
+        )
+        return got
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """``socket.sendall``; the client must take it within the write timeout."""
+        if self.gettimeout() is not None:
+            super().sendall(data, flags)
+            return
+        view = memoryview(data).cast("B")
+        deadline = time.monotonic() + self.limit if self.limit > 0 else None
+        while view:
+            try:
+                sent = self.send(view, flags)
+            except BlockingIOError:
+                sent = 0
+            view = view[sent:]
+            if view and deadline is not None and time.monotonic() >= deadline:
+                pace = self.pace
+                if pace is None:
+                    raise BlockingIOError(errno.EAGAIN, "the client did not read the response")
+                cut = pace.write_missed()
+                self._end(None)
+                raise cut
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """``socket.sendfile`` with the limit on each wait (``TimeoutError`` when it runs out)."""
         if self.gettimeout() is not None:
             return super().sendfile(file, offset, count)
-        self.settimeout(self.limit)
+        self.settimeout(self.limit or None)
         try:
             return super().sendfile(file, offset, count)
         finally:
@@ -101,18 +162,43 @@ def _limit(sock: Any, timeval: bytes) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+def quantum(limits: Limits, write_timeout: float) -> float:
+    """How long one kernel wait lasts before the deadlines are looked at again: the
+    precision of every deadline (a quarter of the shortest one, at most 1 s)."""
+    spans = [limits.header_timeout, 4.0]
+    if write_timeout > 0:
+        spans.append(write_timeout)
+    return max(0.01, min(spans) / 4)
+
+
 class ClientLimit:
     """Accepts connections whose reads and writes wait at most ``seconds`` (0: no limit).
 
     Create it in the worker once its listeners are set up. It writes the limit (or its
     absence) on them: the listening socket outlives a reload with another ``timeout``.
     With ``tls`` each connection gets Python's timeout mode instead (see above).
+
+    With ``limits`` (servekit's workers) each connection also gets a
+    :class:`~.limits.Pace` (deadlines for its head, body and writes, logged through
+    ``log``), and ``seconds`` is the write timeout: the kernel's wait is then a short
+    quantum after which the deadlines are checked.
     """
 
-    def __init__(self, listeners: list[Any], seconds: float, *, tls: bool = False) -> None:
+    def __init__(
+        self,
+        listeners: list[Any],
+        seconds: float,
+        *,
+        tls: bool = False,
+        limits: Limits | None = None,
+        log: Any = None,
+    ) -> None:
         self.seconds = seconds
         self.tls = tls
-        self.timeval = _timeval(seconds) if seconds > 0 and not tls else None
+        self.limits = limits
+        self.log = log
+        wait = seconds if limits is None else quantum(limits, seconds)
+        self.timeval = _timeval(wait) if wait > 0 and not tls else None
         #: per listener (by descriptor): whether accepted connections inherit the limit
         self._inherits: dict[int, bool] = {}
         for listener in listeners:
@@ -135,6 +221,9 @@ class ClientLimit:
             return plain, addr
         client = TimedClientSocket(listener.family, listener.type, listener.proto, fileno=fd)
         client.limit = self.seconds
+        client.pace = None
+        if self.limits is not None:
+            client.pace = Pace(self.limits, self.log, addr, self.seconds)
         if socket.getdefaulttimeout() is not None:  # the app set one; not for this socket
             client.setblocking(True)
         inherits = self._inherits.get(fd_key := listener.fileno())

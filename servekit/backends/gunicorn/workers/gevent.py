@@ -18,6 +18,7 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from servekit.backends.gunicorn.workers.drain import StopClock
+from servekit.backends.gunicorn.workers.limits import PacedAsync
 
 __all__ = ["GeventWorker"]
 
@@ -26,7 +27,7 @@ _TICK_SECONDS = 0.1
 _DRAIN_POLL_SECONDS = 0.01
 
 
-class GeventWorker(StopClock, _GunicornGeventWorker):  # type: ignore[misc]
+class GeventWorker(StopClock, PacedAsync, _GunicornGeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker with a drain: on a graceful stop of the whole server,
     its servers keep accepting (while their pool has room) until the listen queue
     stays empty; then they close and the requests in flight get the rest of

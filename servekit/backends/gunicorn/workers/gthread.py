@@ -12,13 +12,14 @@ from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
 from servekit.backends.gunicorn.workers.clients import ClientLimit
 from servekit.backends.gunicorn.workers.drain import RETRY_ACCEPT_ERRNOS, StopClock
+from servekit.backends.gunicorn.workers.limits import Refuses413, begin_body, current
 
 __all__ = ["ThreadWorker"]
 
 _IDLE_POLL_SECONDS = 0.01
 
 
-class ThreadWorker(StopClock, _GunicornThreadWorker):  # type: ignore[misc]
+class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignore[misc]
     """``threads`` requests at once, as gunicorn's; on a graceful stop of the whole
     server it keeps accepting while it has a free thread, until the listen queue
     stays empty.
@@ -51,8 +52,19 @@ class ThreadWorker(StopClock, _GunicornThreadWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         """Serve with the silent-client limit on the listeners (see ``accept``)."""
-        self._clients = ClientLimit(self.sockets, float(self.cfg.timeout), tls=self.cfg.is_ssl)
+        self._clients = ClientLimit(
+            self.sockets,
+            float(self.cfg.timeout),
+            tls=self.cfg.is_ssl,
+            limits=current(),
+            log=self.log,
+        )
         super().run()
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        """gunicorn's, once a declared body over ``max_body_size`` is refused (413)."""
+        begin_body(req, conn.sock)
+        return super().handle_request(req, conn)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """Stop accepting; when the whole server stops, first drain the listen queue.

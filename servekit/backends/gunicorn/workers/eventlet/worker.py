@@ -28,6 +28,7 @@ from servekit.backends.gunicorn.workers.eventlet.green import (
     PatchLogHandler,
     green_sendfile,
 )
+from servekit.backends.gunicorn.workers.limits import PacedAsync
 
 if TYPE_CHECKING:
     import ssl
@@ -50,7 +51,7 @@ _DRAIN_WAIT = 0.01
 _MAX_TICK = 1.0
 
 
-class EventletWorker(StopClock, AsyncWorker):  # type: ignore[misc]
+class EventletWorker(StopClock, PacedAsync, AsyncWorker):  # type: ignore[misc]
     """Gunicorn worker that serves each connection in an eventlet green thread.
 
     Up to ``worker_connections`` connections are served at once per worker,

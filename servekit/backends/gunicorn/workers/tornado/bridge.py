@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.http.unreader import Unreader
+
+from servekit.backends.gunicorn.workers.limits import Pace
 
 if TYPE_CHECKING:
     from servekit.backends.gunicorn.workers.tornado.connection import Connection
@@ -43,6 +46,8 @@ class BodySource(Unreader):  # type: ignore[misc]
         self.live = False
         #: a ``time.monotonic()`` by which each read must have finished (None: no bound)
         self.deadline: float | None = None
+        #: the body's rate and size limits (set once the head is parsed)
+        self.pace: Pace | None = None
 
     def chunk(self, size_hint: int | None = None) -> bytes:
         """The next bytes from the client (``b""`` at its end)."""
@@ -54,7 +59,22 @@ class BodySource(Unreader):  # type: ignore[misc]
         size = _RECEIVE_SIZE
         if size_hint and size_hint > size:
             size = min(size_hint, _RECEIVE_MAX)
-        return self._connection.receive_from_thread(size, self.deadline)
+        pace = self.pace
+        if pace is None:
+            return self._connection.receive_from_thread(size, self.deadline)
+        start = time.monotonic()
+        deadline = start + pace.limits.header_timeout
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        try:
+            data = self._connection.receive_from_thread(size, deadline)
+        except ClientGone:
+            now = time.monotonic()
+            pace.after_read(0, now - start, now)  # a Cut when the body was too slow
+            raise
+        now = time.monotonic()
+        pace.after_read(len(data), now - start, now)
+        return data
 
     def leftover(self) -> bytes:
         """Take the bytes read but not used (the start of a pipelined request)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import MAX_HEADERS, MAX_REQUEST_LINE, Request
 
+from servekit.backends.gunicorn.workers.limits import REPLY_408, Pace, current
 from servekit.backends.gunicorn.workers.tornado.bridge import BodySource, ClientGone, ClientSocket
 
 if TYPE_CHECKING:
@@ -157,6 +158,9 @@ class Connection(asyncio.Protocol):
         """The next request, its head parsed by gunicorn; None when the connection ends
         (closed by the client, silent past the head timeout, or a malformed head refused)."""
         timeout = self._server.head_timeout
+        keepalive = float(self._cfg.keepalive)
+        if number > 1 and keepalive > 0:
+            timeout = keepalive if timeout is None else min(timeout, keepalive)
         deadline = None if timeout is None else self._loop.time() + timeout
         new = len(self._buffer)
         while True:
@@ -169,12 +173,30 @@ class Connection(asyncio.Protocol):
             before = len(self._buffer)
             remaining = None if deadline is None else deadline - self._loop.time()
             if remaining is not None and remaining <= 0:
+                self._late(number, timeout)
                 return None
             try:
                 await self._wait_for_data(remaining)
             except ClientGone:
+                if not (self._eof or self.lost):
+                    self._late(number, timeout)
                 return None
             new = len(self._buffer) - before
+
+    def _late(self, number: int, timeout: float | None) -> None:
+        """The head missed its deadline: 408 if part of it came, logged once at info."""
+        log = self._server.worker.log
+        if self._buffer:
+            log.info(
+                "Closing connection from %s: request head not complete within %gs (408)",
+                self.peer,
+                timeout,
+            )
+            self.write_now(REPLY_408)
+        elif number == 1:
+            log.info("Closing connection from %s: no request within %gs", self.peer, timeout)
+        else:
+            log.debug("Closing kept-alive connection from %s: idle %gs", self.peer, timeout)
 
     def _worth_parsing(self, new: int) -> bool:
         """Whether the ``new`` bytes at the end of the buffer can change gunicorn's verdict
@@ -196,6 +218,8 @@ class Connection(asyncio.Protocol):
             return None
         self._buffer.clear()
         source.live = True
+        source.pace = Pace(current(), self._server.worker.log, self.peer, 0.0)
+        source.pace.start_body()
         return request
 
     def _refuse(self, exc: Exception) -> None:
@@ -273,15 +297,22 @@ class Connection(asyncio.Protocol):
         """Wait until nothing written is left queued; False if the connection is lost
         (or was dropped because the client read nothing for the silence limit)."""
         transport = self._transport
+        limit = self._server.silence_limit
+        deadline = None if limit is None else self._loop.time() + limit
         while self._drained is not None and transport is not None:
-            queued = transport.get_write_buffer_size()
+            left = None if deadline is None else deadline - self._loop.time()
             try:
-                await asyncio.wait_for(asyncio.shield(self._drained), self._server.silence_limit)
+                if left is not None and left <= 0:
+                    raise asyncio.TimeoutError
+                await asyncio.wait_for(asyncio.shield(self._drained), left)
             except asyncio.TimeoutError:
-                if transport.get_write_buffer_size() >= queued:
-                    self._server.worker.log.debug("Dropped %s: it stopped reading", self.peer)
-                    transport.abort()
-                    return False
+                self._server.worker.log.info(
+                    "Closing connection from %s: client did not read the response for %gs",
+                    self.peer,
+                    limit,
+                )
+                transport.abort()
+                return False
         return not self.lost
 
     def send_from_thread(self, data: bytes) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 
+from servekit.backends.gunicorn.workers.limits import begin_body
 from servekit.backends.gunicorn.workers.tornado.bridge import ClientGone
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class Container:
         resp: Any = None
         environ: dict[str, Any] = {}
         try:
+            begin_body(req, None)
             worker.cfg.pre_request(worker, req)
             started = datetime.now()
             resp, environ = wsgi.create(

@@ -34,6 +34,10 @@ __all__ = ["DrainingServer"]
 # How long a drain waits for a connection that was accepted but has not sent a
 # complete request head yet (e.g. one just taken from the listen backlog).
 _FIRST_REQUEST_GRACE_SECONDS = 2.0
+# How long a new connection counts against the worker's threads before its request head
+# is complete: long enough that a burst (heads sent at once) spreads over the workers,
+# short enough that clients trickling their heads do not take the capacity.
+_CAPACITY_GRACE_SECONDS = 0.25
 _CLOSE_TIMEOUT_SECONDS = 2.0
 _ACCEPT_BATCH = 128
 _ACCEPT_RETRY_SECONDS = 0.5
@@ -118,6 +122,8 @@ class DrainingServer(HTTPServer):
     def _track(self, conn: object) -> None:
         self._states[conn] = _NEW
         self._new_since[conn] = time.monotonic()
+        # Once its grace is over the connection no longer counts against the threads.
+        IOLoop.current().call_later(_CAPACITY_GRACE_SECONDS + 0.01, self.update_accepting)
 
     def mark_busy(self, conn: object) -> None:
         """A request head arrived on ``conn``."""
@@ -147,14 +153,19 @@ class DrainingServer(HTTPServer):
         """Requests whose head has arrived and whose response is not yet written."""
         return sum(1 for state in self._states.values() if state == _BUSY)
 
-    def awaiting_first_request(self) -> int:
-        """Connections accepted less than the grace period ago that sent no request yet."""
-        cutoff = time.monotonic() - _FIRST_REQUEST_GRACE_SECONDS
+    def awaiting_first_request(self, grace: float = _CAPACITY_GRACE_SECONDS) -> int:
+        """Connections accepted less than ``grace`` seconds ago that sent no request yet."""
+        cutoff = time.monotonic() - grace
         return self._unstarted + sum(1 for since in self._new_since.values() if since > cutoff)
 
     def load(self) -> int:
-        """Requests being served or just about to be."""
+        """Requests being served or just about to be (what counts against the threads)."""
         return self.in_flight() + self.awaiting_first_request()
+
+    def drain_load(self) -> int:
+        """What a drain waits for: requests in flight, and connections accepted in the
+        last 2 s whose request head may still be on its way."""
+        return self.in_flight() + self.awaiting_first_request(_FIRST_REQUEST_GRACE_SECONDS)
 
     # -- tornado applications: tornado's own HTTP/1.1 connections --------------------------
 

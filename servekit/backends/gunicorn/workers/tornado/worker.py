@@ -21,6 +21,7 @@ from servekit.backends.gunicorn.workers.drain import (
     StopClock,
     server_stopping,
 )
+from servekit.backends.gunicorn.workers.limits import Refuses413, current
 from servekit.backends.gunicorn.workers.tornado.container import Container
 from servekit.backends.gunicorn.workers.tornado.server import DrainingServer
 
@@ -46,7 +47,7 @@ def _skip_joining_request_threads() -> None:
         register(exit_now)
 
 
-class TornadoWorker(StopClock, gtornado.TornadoWorker):  # type: ignore[misc]
+class TornadoWorker(StopClock, Refuses413, gtornado.TornadoWorker):  # type: ignore[misc]
     """Gunicorn tornado worker: the WSGI app on a thread pool, requests read and answered
     as gunicorn's sync worker does, responses streamed, graceful drain, gunicorn access log."""
 
@@ -66,12 +67,9 @@ class TornadoWorker(StopClock, gtornado.TornadoWorker):  # type: ignore[misc]
         return Container(app, self), executor
 
     def _head_timeout(self) -> float | None:
-        # How long a request head may take to arrive, on a new connection or a
-        # kept-alive one: keepalive, as in gunicorn's async workers, else timeout.
-        for seconds in (self.cfg.keepalive, self.cfg.timeout):
-            if seconds and seconds > 0:
-                return float(seconds)
-        return None
+        # The deadline of a request head, from the accept or the previous response
+        # (servekit's header_timeout; a kept-alive connection also waits keepalive at most).
+        return float(current().header_timeout)
 
     def _silence_limit(self) -> float | None:
         # How long a client may send or read nothing in the middle of a request: the
@@ -151,7 +149,7 @@ class TornadoWorker(StopClock, gtornado.TornadoWorker):  # type: ignore[misc]
         # "Connection: close".
         server.draining = True
         server.conn_params.no_keep_alive = True
-        while server.load() and loop.time() < deadline:
+        while server.drain_load() and loop.time() < deadline:
             await asyncio.sleep(_DRAIN_POLL_SECONDS)
         in_flight = server.in_flight()
         if in_flight:

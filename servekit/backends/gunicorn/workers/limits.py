@@ -1,0 +1,371 @@
+"""Deadlines for slow clients, shared by servekit's gunicorn workers.
+
+A limit on silence ("no byte for N seconds") does not stop a client that sends one byte
+every few seconds. These are deadlines and rates instead, checked around every read and
+write a worker makes on a client connection:
+
+* the request head (request line and headers) must be complete ``header_timeout``
+  seconds after the connection was accepted, or after the previous response on a
+  kept-alive connection; a late head gets ``408`` when part of it arrived (a quiet close
+  when nothing did);
+* a request body must come at ``body_min_rate`` bytes/s on average, counted over the time
+  spent waiting on the client once that time passes ``header_timeout`` (the grace), and no
+  single wait for body bytes may exceed ``header_timeout``;
+* a body larger than ``max_body_size`` gets ``413`` (a ``Content-Length`` over it before
+  the app runs; a chunked body as soon as the app has read past it);
+* each write of a response must be taken by the client within the write timeout (the
+  worker's ``timeout``).
+
+The values are servekit's, not gunicorn's settings: the master calls :func:`configure`
+before it forks (in ``Application.load_config``, again on a reload), and the workers
+inherit them; under plain gunicorn the defaults apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http.errors import NoMoreData
+
+__all__ = [
+    "REPLY_408",
+    "BodyTooLarge",
+    "Cut",
+    "Limits",
+    "Pace",
+    "PacedAsync",
+    "PacedSocket",
+    "Refuses413",
+    "begin_body",
+    "configure",
+    "current",
+    "reply_413",
+]
+
+REPLY_408 = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """servekit's client limits, as the options set them (0: that limit is off)."""
+
+    header_timeout: float = 10.0
+    body_min_rate: int = 1024
+    max_body_size: int = 1 << 30
+
+
+_limits = Limits()
+
+
+def configure(limits: Limits) -> None:
+    """Set the limits for the workers forked from now on (call in the master)."""
+    global _limits
+    _limits = limits
+
+
+def current() -> Limits:
+    """The limits this process was given (the defaults under plain gunicorn)."""
+    return _limits
+
+
+class Cut(NoMoreData):  # type: ignore[misc]
+    """A client missed a deadline: its connection ends (gunicorn closes it quietly)."""
+
+    def __init__(self, reason: str, reply: bytes | None) -> None:
+        super().__init__(b"")
+        self.reason = reason
+        #: what to send before closing (None: nothing)
+        self.reply = reply
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than ``max_body_size``: answered with 413."""
+
+
+class Pace:
+    """The deadlines of one client connection. The socket wrappers call
+    :meth:`after_read` after every read (also one that timed out with nothing);
+    the worker calls :meth:`start_body` once a head is parsed and :meth:`start_head`
+    after a response on a connection that stays open.
+    """
+
+    __slots__ = (
+        "body_bytes",
+        "body_wait",
+        "head_bytes",
+        "head_deadline",
+        "in_body",
+        "limits",
+        "log",
+        "peer",
+        "write_timeout",
+    )
+
+    def __init__(
+        self, limits: Limits, log: Any, peer: Any, write_timeout: float, now: float | None = None
+    ) -> None:
+        self.limits = limits
+        self.log = log
+        self.peer = peer
+        self.write_timeout = write_timeout
+        self.body_bytes = 0
+        self.body_wait = 0.0
+        self.start_head(now)
+
+    def start_head(self, now: float | None = None) -> None:
+        """A request head is awaited from now (a new connection or a kept-alive one)."""
+        self.in_body = False
+        self.head_bytes = 0
+        self.head_deadline = (time.monotonic() if now is None else now) + self.limits.header_timeout
+
+    def start_body(self) -> None:
+        """The head is complete: reads from now on are the request's body."""
+        self.in_body = True
+        self.body_bytes = 0
+        self.body_wait = 0.0
+
+    def read_wait(self, now: float) -> float:
+        """How long the next read may wait for the client before it is checked again."""
+        if self.in_body:
+            return self.limits.header_timeout
+        return max(0.0, self.head_deadline - now)
+
+    def after_read(self, got: int, waited: float, now: float) -> None:
+        """Account for a read of ``got`` bytes that waited ``waited`` seconds.
+
+        Raises:
+            Cut: a deadline or the minimum rate was missed (logged at info, once).
+            BodyTooLarge: the body grew past ``max_body_size``.
+        """
+        limits = self.limits
+        if not self.in_body:
+            self.head_bytes += got
+            if now >= self.head_deadline and got == 0:
+                if self.head_bytes:
+                    raise self.cut(
+                        f"request head not complete within {limits.header_timeout:g}s (408)",
+                        REPLY_408,
+                    )
+                raise self.cut(f"no request within {limits.header_timeout:g}s", None)
+            if now >= self.head_deadline:
+                raise self.cut(
+                    f"request head not complete within {limits.header_timeout:g}s (408)",
+                    REPLY_408,
+                )
+            return
+        self.body_bytes += got
+        self.body_wait += waited
+        if got == 0 and waited >= limits.header_timeout:
+            raise self.cut(f"request body silent for {limits.header_timeout:g}s", None)
+        if (
+            limits.body_min_rate
+            and self.body_wait > limits.header_timeout
+            and self.body_bytes < limits.body_min_rate * self.body_wait
+        ):
+            raise self.cut(
+                f"request body slower than {limits.body_min_rate} bytes/s "
+                f"({self.body_bytes} bytes in {self.body_wait:.1f}s)",
+                None,
+            )
+
+    def write_missed(self) -> Cut:
+        """The client did not take a write within the write timeout."""
+        return self.cut(f"client did not read the response for {self.write_timeout:g}s", None)
+
+    def cut(self, reason: str, reply: bytes | None) -> Cut:
+        """Log the end of this connection (info) and make the exception that ends it."""
+        self.log.info("Closing connection from %s: %s", _peer(self.peer), reason)
+        return Cut(reason, reply)
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "unix socket")
+
+
+def begin_body(req: Any, sock: Any) -> None:
+    """A head was parsed on ``sock``: refuse a declared body over the limit, then time
+    the body.
+
+    Raises:
+        BodyTooLarge: ``Content-Length`` is larger than ``max_body_size``.
+    """
+    limit = current().max_body_size
+    if limit:
+        for name, value in getattr(req, "headers", ()):
+            if name == "CONTENT-LENGTH" and str(value).strip().isdigit() and int(value) > limit:
+                raise BodyTooLarge(f"Content-Length {int(value)} is over {limit} bytes")
+            if name == "TRANSFER-ENCODING" and getattr(req, "body", None) is not None:
+                req.body.reader = _Counted(req.body.reader, limit)
+    pace = getattr(sock, "pace", None)
+    if pace is not None:
+        pace.start_body()
+
+
+class _Counted:
+    """A body reader (gunicorn's chunked one) that refuses to go past ``limit`` bytes."""
+
+    def __init__(self, reader: Any, limit: int) -> None:
+        self._reader = reader
+        self._limit = limit
+        self._read = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self._reader.read(size)
+        self._read += len(data)
+        if self._read > self._limit:
+            msg = f"chunked request body over {self._limit} bytes"
+            raise BodyTooLarge(msg)
+        return data
+
+
+def reply_413(worker: Any, client: Any, addr: Any, exc: BodyTooLarge) -> None:
+    """Answer a body over the limit with 413 and log it (info)."""
+    worker.log.info("Closing connection from %s: %s (413)", _peer(addr), exc)
+    with contextlib.suppress(OSError):
+        util.write_error(client, 413, "Content Too Large", str(exc))
+
+
+class PacedSocket:
+    """A cooperative (gevent, eventlet) client socket whose reads and writes keep
+    :class:`Pace`'s deadlines; everything else goes to the socket it wraps.
+
+    Each read waits at most until the next deadline (``settimeout`` on a green socket
+    costs no system call), each ``sendall`` at most the write timeout in all.
+    """
+
+    def __init__(self, sock: Any, pace: Pace) -> None:
+        self._sock = sock
+        self.pace = pace
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def _read(self, call: Callable[[], Any], size: Callable[[Any], int]) -> Any:
+        pace = self.pace
+        sock = self._sock
+        previous = sock.gettimeout()
+        try:
+            while True:
+                start = time.monotonic()
+                sock.settimeout(max(0.001, pace.read_wait(start)))
+                try:
+                    result = call()
+                except TimeoutError:
+                    now = time.monotonic()
+                    self._account(0, now - start, now)
+                    continue
+                now = time.monotonic()
+                self._account(size(result), now - start, now)
+                return result
+        finally:
+            sock.settimeout(previous)
+
+    def _account(self, got: int, waited: float, now: float) -> None:
+        try:
+            self.pace.after_read(got, waited, now)
+        except Cut as cut:
+            self._end(cut.reply)
+            raise
+
+    def _end(self, reply: bytes | None) -> None:
+        sock = self._sock
+        try:
+            sock.settimeout(0.5)
+            if reply:
+                sock.sendall(reply)
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """``recv``, within the head deadline or the body's rate."""
+        if self._sock.gettimeout() == 0.0:
+            return bytes(self._sock.recv(bufsize, flags))
+        data: bytes = self._read(lambda: self._sock.recv(bufsize, flags), len)
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """``recv_into``, within the head deadline or the body's rate."""
+        if self._sock.gettimeout() == 0.0:
+            return int(self._sock.recv_into(buffer, nbytes, flags))
+        got: int = self._read(lambda: self._sock.recv_into(buffer, nbytes, flags), int)
+        return got
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """``sendall``, taken by the client within the write timeout or the connection ends."""
+        sock = self._sock
+        limit = self.pace.write_timeout
+        previous = sock.gettimeout()
+        if previous == 0.0 or limit <= 0:
+            sock.sendall(data, flags)
+            return
+        view = memoryview(data).cast("B")
+        deadline = time.monotonic() + limit
+        try:
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self.pace.write_missed()
+                sock.settimeout(left)
+                try:
+                    sent = sock.send(view, flags)
+                except TimeoutError:
+                    continue
+                view = view[sent:]
+        except Cut:
+            self._end(None)
+            raise
+        finally:
+            sock.settimeout(previous)
+
+
+class Refuses413:
+    """Mixin for servekit's gunicorn workers, listed before gunicorn's worker class:
+    a body over ``max_body_size`` is answered 413, not as an app error (500)."""
+
+    log: Any
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """413 for :class:`BodyTooLarge`; gunicorn's answer for anything else."""
+        if isinstance(exc, BodyTooLarge):
+            reply_413(self, client, addr, exc)
+            return
+        super().handle_error(req, client, addr, exc)  # type: ignore[misc]
+
+
+class PacedAsync(Refuses413):
+    """Mixin for the cooperative workers (gevent, eventlet): every connection is served
+    through a :class:`PacedSocket`, so its heads, bodies and writes keep the deadlines
+    (with ``keepalive=0`` too: the deadlines do not depend on gunicorn's keep-alive timer)."""
+
+    cfg: Any
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        """gunicorn's ``handle`` with the client behind a :class:`PacedSocket`."""
+        pace = Pace(current(), self.log, addr, float(self.cfg.timeout))
+        super().handle(listener, PacedSocket(client, pace), addr)  # type: ignore[misc]
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        """Refuse a declared body over the limit, time the body, then serve; the next
+        head on a kept-alive connection is timed from the end of this response."""
+        begin_body(req, sock)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)  # type: ignore[misc]
+        finally:
+            pace = getattr(sock, "pace", None)
+            if pace is not None:
+                pace.start_head()
