@@ -80,17 +80,17 @@ class Sync(_Gunicorn):
 
 
 class Gthread(_Gunicorn):
-    """servekit's threaded worker (gunicorn's, plus the backlog drain); its connection
-    limit is set to ``threads`` (see README)."""
+    """servekit's threaded worker (gunicorn's, with request heads read on its poller and
+    the backlog drain); it accepts while a thread is free (see README)."""
 
     name: ClassVar[str] = "gthread"
     config: ClassVar[type[StrategyConfig]] = GthreadConfig
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.gthread.ThreadWorker"
     advice: ClassVar[str | None] = (
-        "each connection holds a thread while its request is read and its response "
-        "written (bounded by header_timeout, body_min_rate and timeout), so slow clients "
-        "can take the capacity meanwhile: where untrusted clients reach it, put a "
-        "buffering proxy (e.g. nginx) in front"
+        "request heads are awaited without a thread, but each request holds one while "
+        "its body is read and its response written (bounded by body_min_rate and "
+        "timeout), so slow uploads and slow readers can take the capacity meanwhile: "
+        "where untrusted clients reach it, put a buffering proxy (e.g. nginx) in front"
     )
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
