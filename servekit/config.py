@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from servekit.addresses import check_host, parse_bind
 
 __all__ = [
     "AutoConfig",
@@ -199,11 +200,12 @@ class _Connections(BaseModel):
 
 class _Keepalive(BaseModel):
     keepalive: int | None = _opt(
-        "2 (granian: 0)",
+        "2 (gthread, granian: 0)",
         "Seconds to wait for the next request on a keep-alive connection (0: off). "
-        "sync and gthread workers close each connection after its response; on granian "
-        "a kept-alive connection holds a thread's slot, and the value also bounds the time "
-        "a client has to send a request's headers.",
+        "sync workers close each connection after its response; on gthread a kept-alive "
+        "connection waits on the worker's poller, not in a thread; on granian it holds a "
+        "thread's slot, and the value also bounds the time a client has to send a "
+        "request's headers.",
         ge=0,
         le=3600,
     )
@@ -300,7 +302,7 @@ class SyncConfig(_Gunicorn, _ClientLimits, _Workers, StrategyConfig):
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class GthreadConfig(_Gunicorn, _ClientLimits, _Threads, _Workers, StrategyConfig):
+class GthreadConfig(_Gunicorn, _ClientLimits, _Keepalive, _Threads, _Workers, StrategyConfig):
     """gunicorn with threaded workers: ``workers x threads`` requests at once."""
 
     name: ClassVar[str] = "gthread"
@@ -349,7 +351,6 @@ class GranianConfig(_Proxies, _Keepalive, _Threads, _Workers, StrategyConfig):
 
 
 _MAX_JSON_DEPTH = 8
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
 def _depth(value: Any, level: int = 0) -> int:
@@ -361,62 +362,3 @@ def _depth(value: Any, level: int = 0) -> int:
     if isinstance(value, list):
         return max((_depth(v, level + 1) for v in value), default=level + 1)
     return level
-
-
-def check_host(host: str) -> None:
-    """Raise ValueError unless ``host`` is an IP address or a valid host name.
-
-    Without this a name such as ``..`` or a 64-character label reached the socket
-    call and ended in a traceback from the IDNA codec.
-    """
-    name = host.strip("[]")
-    try:
-        ipaddress.ip_address(name)
-        return
-    except ValueError:
-        pass
-    labels = name.removesuffix(".").split(".")  # one trailing dot: the root
-    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
-        msg = (
-            f"{host!r} is not an IP address or a host name (labels of 1-63 letters, "
-            "digits and '-', dot-separated)"
-        )
-        raise ValueError(msg)
-
-
-def parse_bind(value: str) -> tuple[str, int] | str:
-    """Parse a ``bind`` value.
-
-    Args:
-        value: ``host:port``, ``[v6addr]:port`` or ``unix:/path``.
-
-    Returns:
-        ``(host, port)`` for TCP, or the socket path for a unix socket.
-
-    Raises:
-        ValueError: the value has none of those forms.
-    """
-    if value.startswith("unix:"):
-        path = value[len("unix:") :]
-        if path.startswith("//"):
-            path = path[2:]
-        if not path:
-            msg = f"{value!r} names no socket path (expected 'unix:/path/to.sock')"
-            raise ValueError(msg)
-        return path
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            msg = f"{value!r} is not '[v6addr]:port'"
-            raise ValueError(msg)
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = value.rpartition(":")
-        if not sep or not host:
-            msg = f"{value!r} is not 'host:port' or 'unix:/path'"
-            raise ValueError(msg)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        msg = f"{value!r} has no valid port (0-65535)"
-        raise ValueError(msg)
-    check_host(host)
-    return host, int(port_text)

@@ -6,7 +6,8 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from servekit.config import StrategyConfig, parse_bind
+from servekit.addresses import parse_bind
+from servekit.config import StrategyConfig
 from servekit.errors import ConfigError, describe_source
 
 __all__ = [

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from servekit.addresses import parse_bind
 from servekit.backends import load_strategy
-from servekit.config import StrategyConfig, parse_bind
+from servekit.config import StrategyConfig
 
 if TYPE_CHECKING:
     from servekit.backends.base import Strategy

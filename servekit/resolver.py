@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Any
 
+from servekit.addresses import parse_bind
 from servekit.backends import ALIASES, REGISTRY, load_strategy
 from servekit.backends.base import Strategy
-from servekit.config import AutoConfig, StrategyConfig, parse_bind
+from servekit.config import AutoConfig, StrategyConfig
 from servekit.errors import ConfigError, DevServerWarning, describe_source, suggest
 from servekit.guards import check_debug_address, detect_environment, dev_server_guard
 from servekit.options import (

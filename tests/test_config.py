@@ -193,7 +193,6 @@ class TestConflicts:
             ("processes", "threads", 2),
             ("dev", "timeout", 10),
             ("sync", "debug", True),
-            ("gthread", "keepalive", 5),
             ("sync", "keepalive", 5),
         ],
     )
@@ -203,6 +202,15 @@ class TestConflicts:
         assert f"option {option!r}" in err.message
         assert f"strategy {strategy!r}" in err.message
         assert err.option == option
+
+    def test_gthread_keepalive_with_tls_is_refused(self, tls_pair: tuple[Any, Any]) -> None:
+        """gthread keeps connections alive over plain HTTP only: with certfile, refused;
+        without keepalive the same TLS config resolves."""
+        cert, key = (str(path) for path in tls_pair)
+        err = error("gthread", keepalive=5, certfile=cert, keyfile=key)
+        assert err.option == "keepalive"
+        assert "'gthread'" in err.message
+        assert plan("gthread", certfile=cert, keyfile=key).settings["keepalive"].value == 0
 
     def test_conflict_from_env_names_variable(self) -> None:
         """When the environment switches the strategy, the message says so."""

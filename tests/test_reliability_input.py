@@ -77,7 +77,7 @@ def _kind(name: str) -> str:
     inner = args[0] if args else annotation
     if get_origin(inner) is Literal:
         return "choice"
-    return {int: "int", bool: "bool", str: "str", dict: "dict"}.get(
+    return {int: "int", float: "float", bool: "bool", str: "str", dict: "dict"}.get(
         inner, get_origin(inner) and "dict"
     )
 
@@ -99,6 +99,27 @@ def _int_text(name: str) -> st.SearchStrategy[str]:
     if high is not None:
         options.append(st.integers(high + 1, high + 10**6).map(str))
     return st.one_of(options)
+
+
+def _float_text(name: str) -> st.SearchStrategy[str]:
+    """Text that is not a number of seconds in the field's range (``gt``/``le``)."""
+    rules = _field(name).metadata
+    above = next((r.gt for r in rules if getattr(r, "gt", None) is not None), None)
+    high = next((r.le for r in rules if getattr(r, "le", None) is not None), None)
+    options = [WORDS.filter(lambda v: not _is_number(v))]
+    if above is not None:
+        options.append(st.floats(-1e6, above).map(repr))
+    if high is not None:
+        options.append(st.floats(high + 0.5, high + 1e6).map(repr))
+    return st.one_of(options)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _text_not_in(allowed: set[str]) -> st.SearchStrategy[str]:
@@ -219,6 +240,8 @@ def invalid_values(name: str, tmp: Path) -> st.SearchStrategy[str]:
     kind = _kind(name)
     if kind == "int":
         return _int_text(name)
+    if kind == "float":
+        return _float_text(name)
     if kind == "bool":
         return _text_not_in(BOOL_WORDS)
     if kind == "choice":
@@ -341,7 +364,9 @@ def test_option_the_strategy_cannot_use_is_named(option: str, strategy: str) -> 
     """A valid value for an option the strategy does not take: an error naming both."""
     if strategy in applies_to(option):
         return
-    valid = {"int": 2, "bool": True, "str": "127.0.0.1", "dict": {}}.get(_kind(option))
+    valid = {"int": 2, "float": 2.0, "bool": True, "str": "127.0.0.1", "dict": {}}.get(
+        _kind(option)
+    )
     if option == "gunicorn":
         valid = {}
     with pytest.raises(ConfigError) as info:

@@ -225,3 +225,45 @@ def test_gunicorn_escape_hatch_applies(serve_app: Any) -> None:
     server = serve_app(strategy="sync", workers=1, gunicorn='{"limit_request_line": 64}')
     assert get(server.url, "/")[0] == 200
     assert get(server.url, "/" + "x" * 200)[0] == 414  # Request-URI Too Long
+
+
+def test_gthread_keepalive_holds_no_thread(serve_app: Any) -> None:
+    """With keepalive, gthread keeps connections open (3 x capacity of them, idle) and a
+    new client is still served at once; a kept connection serves again, and is closed
+    after keepalive seconds of silence. Without the option each response closes."""
+    import http.client
+
+    server = serve_app(strategy="gthread", workers=1, threads=2, keepalive=2)
+    port = int(server.url.rsplit(":", 1)[1].rstrip("/"))
+    kept = []
+    for _ in range(6):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        assert response.getheader("Connection") != "close"
+        kept.append(conn)
+    fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=1.5)
+    fresh.request("GET", "/")
+    assert fresh.getresponse().status == 200  # within 1.5 s, while 6 > 2 threads are kept
+    fresh.close()
+    kept[0].request("GET", "/")
+    again = kept[0].getresponse()
+    again.read()
+    assert again.status == 200
+    idle = kept[1].sock
+    assert idle is not None
+    idle.settimeout(5)
+    started = time.monotonic()
+    assert idle.recv(10) == b""  # closed by the server after keepalive
+    assert time.monotonic() - started < 4
+    for conn in kept:
+        conn.close()
+    plain = serve_app(strategy="gthread", workers=1, threads=2)
+    conn = http.client.HTTPConnection("127.0.0.1", int(plain.url.rsplit(":", 1)[1].rstrip("/")))
+    conn.request("GET", "/")
+    closing = conn.getresponse()
+    closing.read()
+    assert closing.getheader("Connection") == "close"
+    conn.close()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from servekit.config import parse_bind
+from servekit.addresses import parse_bind
 from servekit.errors import ConfigError
 from servekit.logs import get_logger
 from servekit.metrics.counters import Counters, SlotWriter

@@ -13,6 +13,7 @@ from servekit.config import (
     SyncConfig,
     TornadoConfig,
 )
+from servekit.errors import ConfigError
 
 if TYPE_CHECKING:
     from servekit.plan import Plan
@@ -94,8 +95,19 @@ class Gthread(_Gunicorn):
     )
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
+    def check(self, cfg: StrategyConfig) -> None:
+        super().check(cfg)
+        if getattr(cfg, "keepalive", 0) and getattr(cfg, "certfile", None):
+            msg = (
+                "option 'keepalive': strategy 'gthread' keeps connections alive over plain "
+                "HTTP only (with certfile each one would still close after its response); "
+                "set keepalive=0, or use gevent, eventlet or tornado"
+            )
+            raise ConfigError(msg, option="keepalive")
+
     def defaults(self, cpus: int) -> dict[str, Any]:
-        return {"workers": cpus, "threads": 4}
+        # off unless given: the figures in BENCHMARKS.md were measured without it
+        return {"workers": cpus, "threads": 4, "keepalive": 0}
 
 
 class _Cooperative(_Gunicorn):

@@ -114,6 +114,12 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
             # a kept-alive connection waits on the poller, not in a thread's slot
             self.max_keepalived = _MAX_WAITING
 
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """gunicorn's warning that no connection can be kept alive holds with TLS only."""
+        if cfg.is_ssl:
+            super().check_config(cfg, log)
+
     # -- accepting -----------------------------------------------------------------------
 
     def accept(self, listener: Any) -> None:
