@@ -277,19 +277,19 @@ class _Gunicorn(_Proxies):
         return value
 
 
-class DevConfig(_Debug, _Proxies, StrategyConfig):
+class DevConfig(_Debug, _Proxies, _ClientLimits, StrategyConfig):
     """werkzeug's development server, one request at a time."""
 
     name: ClassVar[str] = "dev"
 
 
-class ThreadedConfig(_Debug, _Proxies, StrategyConfig):
+class ThreadedConfig(_Debug, _Proxies, _ClientLimits, StrategyConfig):
     """werkzeug's development server, one thread per request."""
 
     name: ClassVar[str] = "threaded"
 
 
-class ProcessesConfig(_Debug, _Proxies, _Workers, StrategyConfig):
+class ProcessesConfig(_Debug, _Proxies, _ClientLimits, _Workers, StrategyConfig):
     """werkzeug's development server, one forked process per request, ``workers`` at once."""
 
     name: ClassVar[str] = "processes"

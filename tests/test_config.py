@@ -229,6 +229,41 @@ class TestConflicts:
         assert "host" in all_options() and "worker_connections" in all_options()
 
 
+class TestClientLimits:
+    def test_every_strategy_but_granian_takes_them(self) -> None:
+        """header_timeout, body_min_rate and max_body_size apply to the werkzeug and
+        gunicorn strategies (and auto), not to granian."""
+        werkzeug = ["dev", "threaded", "processes"]
+        gunicorn = ["sync", "gthread", "gevent", "eventlet", "tornado"]
+        for option in ("header_timeout", "body_min_rate", "max_body_size"):
+            assert applies_to(option) == [*werkzeug, *gunicorn, "auto"]
+
+    @pytest.mark.parametrize("strategy", ["dev", "threaded", "processes"])
+    def test_werkzeug_limits_from_the_options(self, strategy: str) -> None:
+        """The werkzeug handler gets the values given, and the defaults otherwise."""
+        from servekit.backends.werkzeug.deadlines import Limits, client_limits
+
+        given = plan(strategy, header_timeout=2.5, body_min_rate=0, max_body_size=10)
+        assert client_limits(given.config) == Limits(2.5, 0, 10)
+        from_env = plan(strategy, {"SERVEKIT_HEADER_TIMEOUT": "4"}, header_timeout=2)
+        assert client_limits(from_env.config).header_timeout == 4.0
+        assert client_limits(plan(strategy).config) == Limits()
+
+    def test_auto_in_development_uses_them(self) -> None:
+        """auto resolving to threaded applies the limits instead of noting them unused."""
+        p = plan("auto", env="development", header_timeout=3, max_body_size=100)
+        assert p.strategy == "threaded"
+        assert not [n for n in p.notes if "is not used by" in n], p.notes
+        assert p.settings["header_timeout"].value == 3
+
+    def test_quantum_is_a_quarter_of_the_shortest_deadline(self) -> None:
+        """The wait between two looks at the deadlines follows header_timeout (at most 1 s)."""
+        from servekit.backends.werkzeug.deadlines import Limits
+
+        assert Limits(header_timeout=1).quantum == 0.25
+        assert Limits(header_timeout=60).quantum == 1.0
+
+
 class TestCapacity:
     @pytest.mark.parametrize(
         ("strategy", "options", "capacity"),

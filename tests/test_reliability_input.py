@@ -599,7 +599,7 @@ def test_slow_client_does_not_stop_the_others(http_server: Any) -> None:
             helper.join(70)
         assert replies == [(200, b"ok")] * 3
         if strategy in ("threaded", "processes") and not HEAVY:
-            return  # closed after werkzeug's 10 s read timeout, as dev shows
+            return  # closed at header_timeout (10 s), as dev shows
         # The stalled connection is answered with an error or closed, not kept forever.
         stalled.settimeout(60)
         with contextlib.suppress(OSError):

@@ -7,6 +7,11 @@ response nobody reads) and idle connections (nothing sent). Meanwhile a good cli
 every 0.5 s. Deadlines are short here (``header_timeout=2``, ``timeout=4``), so each slow
 connection must be closed within its deadline plus a margin, the good client must be
 served, and the workers must hold no more descriptors afterwards than before.
+
+The werkzeug strategies get each kind of slow client alone (one connection takes a
+thread or process there, and on ``dev`` the server), with ``header_timeout=1``: each is
+cut near its deadline and logged once, oversized bodies get 413, and ``header_timeout=3``
+cuts a head later than ``header_timeout=1``.
 """
 
 from __future__ import annotations
@@ -342,3 +347,145 @@ def test_oversized_bodies_get_413_and_late_heads_408(serve_app: Any, strategy: s
     assert late.startswith(b"HTTP/1.1 408"), late[:200]
     log = server.log()
     assert "(413)" in log and "(408)" in log
+
+
+# The werkzeug strategies: one connection at a time per thread or process (dev: the only
+# one), so each kind of slow client is sent alone and timed from its own client.
+
+WERKZEUG = ["dev", "threaded", "processes"]
+WERKZEUG_CONFIGS: dict[str, dict[str, Any]] = {
+    "dev": {},
+    "threaded": {},
+    "processes": {"workers": 2},
+}
+#: the werkzeug strategies' write deadline (they have no ``timeout`` option)
+WERKZEUG_WRITE_TIMEOUT = 10.0
+
+
+def _until_closed(
+    port: int, head: bytes, trickle: bytes = b"", every: float = 0.2
+) -> tuple[bytes, float]:
+    """Send ``head``, then ``trickle`` a byte every ``every`` seconds, until the server
+    ends the connection: what it answered, and how long after connecting it did so."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(head)
+        sock.settimeout(every)
+        reply = b""
+        pending = iter(trickle)
+        while time.monotonic() < started + 30:
+            try:
+                byte = next(pending, None)
+                if byte is not None and not reply:
+                    sock.send(bytes([byte]))
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            reply += data
+        return reply, time.monotonic() - started
+
+
+def _port(server: Any) -> int:
+    return int(server.url.rsplit(":", 1)[1].rstrip("/"))
+
+
+SLOW_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200
+
+
+@pytest.mark.parametrize("strategy", WERKZEUG)
+def test_werkzeug_deadlines(serve_app: Any, strategy: str) -> None:
+    """On each werkzeug strategy: a trickled head gets 408 at header_timeout, an idle
+    connection is closed quietly, a slow body is cut after the grace, a Content-Length
+    over max_body_size gets 413 without the app, a chunked body past it 413, and good
+    requests are served; every cut is logged."""
+    server = serve_app(
+        strategy=strategy,
+        access_log=False,
+        header_timeout=1,
+        max_body_size=1000,
+        **WERKZEUG_CONFIGS[strategy],
+    )
+    port = _port(server)
+    ok = _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"ok"), ok[:200]
+
+    late, took = _until_closed(port, b"", SLOW_HEAD)
+    assert late.startswith(b"HTTP/1.1 408"), late[:200]
+    assert 0.8 <= took <= 1 + MARGIN, took
+
+    idle, took = _until_closed(port, b"")
+    assert idle == b"", idle[:200]
+    assert 0.8 <= took <= 1 + MARGIN, took
+
+    body_head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n"
+    slow_body, took = _until_closed(port, body_head, b"x" * 100)
+    assert not slow_body.startswith(b"HTTP/1.1 200"), slow_body[:200]
+    assert took <= 2 * 1 + MARGIN, took
+
+    # /pid answers 200 without reading the body: a 413 means the app did not run
+    declared = _exchange(port, b"POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:200]
+
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    chunked = _exchange(
+        port,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3,
+        rest=b"0\r\n\r\n",
+    )
+    assert chunked.startswith(b"HTTP/1.1 413"), chunked[:200]
+    small = _exchange(
+        port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + b"y" * 10
+    )
+    assert small.startswith(b"HTTP/1.1 200") and small.endswith(b"10"), small[:200]
+    small_chunked = _exchange(
+        port,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"a\r\n" + b"z" * 10 + b"\r\n0\r\n\r\n",
+    )
+    assert small_chunked.startswith(b"HTTP/1.1 200"), small_chunked[:200]
+    assert small_chunked.endswith(b"10"), small_chunked[:200]
+
+    log = server.log()
+    for reason in (
+        "request head not complete within 1s (408)",
+        "no request within 1s",
+        "request body slower than 1024 bytes/s",
+        "Content-Length 5000 is over 1000 bytes (413)",
+        "chunked request body over 1000 bytes (413)",
+    ):
+        assert "Closing connection from 127.0.0.1:" in log and reason in log, (reason, log)
+        assert log.count(reason) == 1, (reason, log)
+
+
+def test_werkzeug_header_timeout_and_write_deadline(serve_app: Any) -> None:
+    """header_timeout=3 cuts a trickled head about three times later than
+    header_timeout=1 (a ratio, with a wide margin), and a client that stops reading a
+    large response is let go at the write deadline."""
+    fast = serve_app(strategy="threaded", access_log=False, header_timeout=1)
+    slow = serve_app(strategy="threaded", access_log=False, header_timeout=3)
+    lifetimes: dict[str, float] = {}
+
+    def reader() -> None:
+        with socket.create_connection(("127.0.0.1", _port(slow)), timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            started = time.monotonic()
+            sock.sendall(b"GET /huge HTTP/1.1\r\nHost: x\r\n\r\n")
+            while time.monotonic() < started + 30 and not _closed(sock):
+                time.sleep(0.5)
+            lifetimes["reader"] = time.monotonic() - started
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    reply_1, took_1 = _until_closed(_port(fast), b"", SLOW_HEAD)
+    reply_3, took_3 = _until_closed(_port(slow), b"", SLOW_HEAD)
+    assert reply_1.startswith(b"HTTP/1.1 408") and reply_3.startswith(b"HTTP/1.1 408")
+    assert took_3 / took_1 >= 1.8, (took_1, took_3)
+    thread.join(40)
+    assert (
+        WERKZEUG_WRITE_TIMEOUT - 0.5 <= lifetimes["reader"] <= WERKZEUG_WRITE_TIMEOUT + 2 * MARGIN
+    )
+    assert "client did not read the response for 10s" in slow.log()

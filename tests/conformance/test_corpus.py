@@ -66,11 +66,11 @@ def test_reference_accepts_the_baselines(outcomes: Outcomes) -> None:
     assert reference["cl-and-te"].startswith("400"), reference["cl-and-te"]
 
 
-#: where servekit's gunicorn strategies answer otherwise than bare gunicorn, by design: a
+#: where servekit's werkzeug and gunicorn strategies answer otherwise than bare gunicorn, by design: a
 #: declared body over max_body_size (1 GiB by default) is refused at once (bare gunicorn
 #: waits for it)
 DESIGNED = {"cl-huge": "413 then closed", "cl-2-pow-64": "413 then closed"}
-LIMITED = {"sync", "gthread", "gevent", "eventlet", "tornado"}
+LIMITED = {"dev", "threaded", "processes", "sync", "gthread", "gevent", "eventlet", "tornado"}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

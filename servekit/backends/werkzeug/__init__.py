@@ -25,7 +25,8 @@ class _Werkzeug(Strategy):
     server: ClassVar[str] = "werkzeug"
     advice: ClassVar[str | None] = (
         "the development server gives each connection a process or thread (dev: the only "
-        "one) for as long as its client is slow: it is not for untrusted clients"
+        "one) for as long as its client is slow (up to header_timeout for a head, the body "
+        "rate, 10 s per write): it is not for untrusted clients"
     )
 
     def run(self, plan: Plan) -> int:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import io
 import re
+from http import HTTPStatus
 
 from servekit.backends.werkzeug.head import (
     MAX_FIELD_LINE,
     Incomplete,
+    Refusal,
     bad_request,
     parse_fields,
     read_field_lines,
     trailer_policy,
 )
 
-__all__ = ["ChunkedBody", "LengthBody", "open_body"]
+__all__ = ["BodyTooLarge", "ChunkedBody", "LengthBody", "open_body"]
 
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 #: what gunicorn reads from the socket at a time
@@ -33,6 +35,13 @@ _EXT_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\x
 _EXTENSIONS = re.compile(
     rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (_EXT_TOKEN, _EXT_TOKEN, _EXT_QUOTED)
 )
+
+
+class BodyTooLarge(Refusal):
+    """A request body over ``max_body_size``: answered ``413`` (a cut once the response began)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail)
 
 
 class LengthBody(io.RawIOBase):
@@ -59,11 +68,15 @@ class ChunkedBody(io.RawIOBase):
 
     A malformed chunk-size line, chunk end or trailer raises :class:`~.head.Refusal`
     from ``read()``: escaping the app, it becomes the 400 gunicorn answers. A client
-    that closes in the middle of a chunk raises :class:`~.head.Incomplete`.
+    that closes in the middle of a chunk raises :class:`~.head.Incomplete`. With a
+    ``limit`` (``max_body_size``), a read that takes the body past it raises
+    :class:`BodyTooLarge`.
     """
 
-    def __init__(self, rfile: io.BufferedIOBase) -> None:
+    def __init__(self, rfile: io.BufferedIOBase, limit: int = 0) -> None:
         self._rfile = rfile
+        self._limit = limit
+        self._read = 0
         self._left = 0
         self._started = False
         self._done = False
@@ -81,6 +94,10 @@ class ChunkedBody(io.RawIOBase):
         if not data:
             raise Incomplete
         self._left -= len(data)
+        if self._limit:
+            self._read += len(data)
+            if self._read > self._limit:
+                raise BodyTooLarge(f"chunked request body over {self._limit} bytes")
         buffer[: len(data)] = data
         return len(data)
 
@@ -131,10 +148,11 @@ class ChunkedBody(io.RawIOBase):
 
 
 def open_body(
-    rfile: io.BufferedIOBase, length: int | None
+    rfile: io.BufferedIOBase, length: int | None, limit: int = 0
 ) -> tuple[io.BufferedReader, ChunkedBody | None]:
-    """``wsgi.input`` for a body of ``length`` bytes (``None``: chunked), and the chunked reader."""
+    """``wsgi.input`` for a body of ``length`` bytes (``None``: chunked, refused past
+    ``limit`` bytes unless it is 0), and the chunked reader."""
     if length is None:
-        chunked = ChunkedBody(rfile)
+        chunked = ChunkedBody(rfile, limit)
         return io.BufferedReader(chunked), chunked
     return io.BufferedReader(LengthBody(rfile, length)), None

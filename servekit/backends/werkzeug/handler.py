@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import ssl
@@ -15,14 +16,21 @@ from typing import Any, ClassVar
 from werkzeug.serving import WSGIRequestHandler, connection_dropped_errors
 
 from servekit.access import TrustedProxies, access_fields
-from servekit.backends.werkzeug.body import open_body
+from servekit.backends.werkzeug.body import BodyTooLarge, open_body
+from servekit.backends.werkzeug.deadlines import (
+    Cut,
+    Limits,
+    Pace,
+    PacedReader,
+    PacedWriter,
+    peer_text,
+)
 from servekit.backends.werkzeug.head import Incomplete, Refusal, RequestHead, Trust, read_head
 from servekit.backends.werkzeug.wsgi import Response, error_response, make_environ
 from servekit.logs import get_logger
 
-__all__ = ["REQUEST_TIMEOUT_SECONDS", "Handler", "linger"]
+__all__ = ["Handler", "linger"]
 
-REQUEST_TIMEOUT_SECONDS = 10
 #: how long, and how many bytes, a closing connection reads of what the client still sends
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
@@ -33,7 +41,8 @@ class Handler(WSGIRequestHandler):
 
     Neither http.server's parsing (it takes what gunicorn refuses) nor werkzeug's
     ``run_wsgi`` (body framing, ``HEAD``, the environ: see :mod:`.wsgi`) is used; one
-    request per connection, as with gunicorn's sync worker.
+    request per connection, as with gunicorn's sync worker. The connection is read and
+    written within the slow-client deadlines (:mod:`.deadlines`).
     """
 
     access_log: ClassVar[bool] = True
@@ -42,12 +51,21 @@ class Handler(WSGIRequestHandler):
     #: whose X-Forwarded-For the access log's ``client`` believes (``forwarded_allow_ips``)
     access_trust: ClassVar[TrustedProxies] = TrustedProxies("127.0.0.1,::1")
     trust: ClassVar[Trust] = Trust()
-    #: a client silent this long (while its request is read) is let go;
-    #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody,
-    #: and held a thread (threaded) or one of the ``workers`` processes for good
-    timeout = REQUEST_TIMEOUT_SECONDS
+    #: the slow-client deadlines (``header_timeout``, ``body_min_rate``, ``max_body_size``);
+    #: werkzeug waits forever, so one stalled client stopped ``dev`` for everybody, and
+    #: held a thread (threaded) or one of the ``workers`` processes for good
+    limits: ClassVar[Limits] = Limits()
     _status: int | str | None = None
     head: RequestHead
+    pace: Pace
+
+    def setup(self) -> None:
+        """``StreamRequestHandler.setup`` with ``rfile``/``wfile`` that keep the deadlines."""
+        self.connection = sock = self.request
+        sock.settimeout(self.limits.quantum)
+        self.pace = Pace(self.limits, self.client_address)
+        self.rfile = io.BufferedReader(PacedReader(sock, self.pace))
+        self.wfile = PacedWriter(sock, self.pace)
 
     def handle_one_request(self) -> None:
         """Read and check one request head, then serve it (or refuse it)."""
@@ -59,19 +77,21 @@ class Handler(WSGIRequestHandler):
         except Refusal as refusal:
             self._refuse(refusal)
             return
-        except TimeoutError as exc:
-            self.log_error("Request timed out: %r", exc)
-            return
-        except Incomplete:
-            return
+        except (Cut, Incomplete):
+            return  # a missed deadline (logged, answered) or a client gone
         if head is None:
             return
+        self.pace.start_body()
         self.command, self.path, self.request_version = head.method, head.target, head.protocol
         self.requestline = f"{head.method} {head.target} {head.protocol}"
         self.headers = HTTPMessage()
         for name, value in head.fields:
             self.headers[name] = value
         self.head = head
+        limit = self.limits.max_body_size
+        if limit and head.length is not None and head.length > limit:
+            self._refuse(BodyTooLarge(f"Content-Length {head.length} is over {limit} bytes"))
+            return
         self.run_wsgi()
 
     def run_wsgi(self) -> None:
@@ -85,7 +105,7 @@ class Handler(WSGIRequestHandler):
                 self._log_access(started)
 
     def _exchange(self, head: RequestHead) -> None:
-        body, _ = open_body(self.rfile, head.length)
+        body, _ = open_body(self.rfile, head.length, self.limits.max_body_size)
         response = Response(self.wfile, head, self.version_string())
         try:
             self.environ = environ = make_environ(
@@ -120,15 +140,23 @@ class Handler(WSGIRequestHandler):
         if not response.headers_sent:
             self._refuse(refusal)
             return
-        if refusal is exc:
+        if isinstance(refusal, BodyTooLarge):
+            self._log_cut(refusal.detail)
+        elif refusal is exc:
             self.log_error("refused after the response began: %s", refusal)
         self._status = response.code  # the response is cut short; the connection closes
 
     def _refuse(self, refusal: Refusal) -> None:
+        if isinstance(refusal, BodyTooLarge):
+            self._log_cut(f"{refusal.detail} (413)")
         self.log_error("code %d, message %s", refusal.status.value, refusal.detail)
         self.log_request(refusal.status.value)
         with contextlib.suppress(OSError):
             self.wfile.write(error_response(refusal, self.version_string()))
+
+    def _log_cut(self, reason: str) -> None:
+        text = f"Closing connection from {peer_text(self.client_address)}: {reason}"
+        get_logger().info("werkzeug", message=text)
 
     def _listener(self) -> tuple[str, str] | None:
         address = self.server.server_address

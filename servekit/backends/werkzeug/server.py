@@ -21,6 +21,7 @@ from werkzeug.serving import (
 
 from servekit import metrics
 from servekit.access import TrustedProxies
+from servekit.backends.werkzeug.deadlines import client_limits
 from servekit.backends.werkzeug.handler import Handler, linger
 from servekit.backends.werkzeug.head import DEFAULT_TRUSTED, Trust
 from servekit.backends.werkzeug.reload import load_for_reload
@@ -171,6 +172,7 @@ def _make_server(plan: Plan, app: Any, fd: int) -> Any:
     allowed = getattr(cfg, "forwarded_allow_ips", None) or DEFAULT_TRUSTED
     Handler.access_trust = TrustedProxies(allowed)
     Handler.trust = Trust(allowed)
+    Handler.limits = client_limits(cfg)
     if plan.strategy == "threaded":
         return _Threaded(host, port, app, Handler, False, ssl_context, fd=fd)
     if plan.strategy == "processes":
