@@ -211,25 +211,32 @@ class _Keepalive(BaseModel):
     )
 
 
-class _ClientLimits(BaseModel):
+class _HeaderTimeout(BaseModel):
     header_timeout: float | None = _opt(
         "10",
         "Seconds a client has to send a whole request head (request line and headers), "
         "counted from the connection's accept or the previous response; a head that is "
-        "late gets 408 (nothing sent yet: a close). A deadline, not a silence limit.",
+        "late gets 408 (nothing sent yet, or on granian: a close). A deadline, not a "
+        "silence limit.",
         gt=0,
         le=3600,
     )
-    body_min_rate: int | None = _opt(
-        "1024",
-        "Least request-body rate (bytes/s) once a body read has waited header_timeout "
-        "seconds on the client in all; a slower client is disconnected (0: no minimum).",
-        ge=0,
-    )
+
+
+class _MaxBodySize(BaseModel):
     max_body_size: int | None = _opt(
         "1073741824 (1 GiB)",
         "Largest request body in bytes; a larger Content-Length gets 413 before the app "
         "runs, a chunked body once the app reads past it (0: no limit).",
+        ge=0,
+    )
+
+
+class _ClientLimits(_HeaderTimeout, _MaxBodySize):
+    body_min_rate: int | None = _opt(
+        "1024",
+        "Least request-body rate (bytes/s) once a body read has waited header_timeout "
+        "seconds on the client in all; a slower client is disconnected (0: no minimum).",
         ge=0,
     )
 
@@ -340,7 +347,9 @@ class AutoConfig(_Debug, _Gunicorn, _ClientLimits, _Threads, _Workers, StrategyC
     name: ClassVar[str] = "auto"
 
 
-class GranianConfig(_Proxies, _Keepalive, _Threads, _Workers, StrategyConfig):
+class GranianConfig(
+    _Proxies, _HeaderTimeout, _MaxBodySize, _Keepalive, _Threads, _Workers, StrategyConfig
+):
     """granian (a Rust HTTP server) with its WSGI interface: ``workers x threads``."""
 
     name: ClassVar[str] = "granian"

@@ -230,13 +230,27 @@ class TestConflicts:
 
 
 class TestClientLimits:
-    def test_every_strategy_but_granian_takes_them(self) -> None:
-        """header_timeout, body_min_rate and max_body_size apply to the werkzeug and
-        gunicorn strategies (and auto), not to granian."""
+    def test_every_strategy_takes_them_granian_all_but_the_rate(self) -> None:
+        """header_timeout and max_body_size apply to every strategy; body_min_rate to all
+        but granian (which has no timer on its body reads)."""
         werkzeug = ["dev", "threaded", "processes"]
         gunicorn = ["sync", "gthread", "gevent", "eventlet", "tornado"]
-        for option in ("header_timeout", "body_min_rate", "max_body_size"):
-            assert applies_to(option) == [*werkzeug, *gunicorn, "auto"]
+        for option in ("header_timeout", "max_body_size"):
+            assert sorted(applies_to(option)) == sorted([*werkzeug, *gunicorn, "granian", "auto"])
+        assert applies_to("body_min_rate") == [*werkzeug, *gunicorn, "auto"]
+
+    def test_granian_header_timeout_is_its_header_read_timer(self) -> None:
+        """granian's one timer gets header_timeout, or the shorter keepalive."""
+        from servekit.backends.granian.server import granian_options
+
+        def timer(**options: Any) -> int:
+            settings = granian_options(plan("granian", **options))["http1_settings"]
+            return int(settings.header_read_timeout)
+
+        assert timer() == 10_000
+        assert timer(header_timeout=2.5) == 2500
+        assert timer(header_timeout=4, keepalive=2) == 2000
+        assert timer(header_timeout=1, keepalive=5) == 1000
 
     @pytest.mark.parametrize("strategy", ["dev", "threaded", "processes"])
     def test_werkzeug_limits_from_the_options(self, strategy: str) -> None:

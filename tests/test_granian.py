@@ -75,6 +75,7 @@ def test_defaults_come_from_usable_cpus() -> None:
         ["--max-requests", "10"],
         ["--max-requests-jitter", "3"],
         ["--worker-connections", "9"],
+        ["--body-min-rate", "100"],
         ["--gunicorn", "{}"],
         ["--reload"],
         ["--debug"],
@@ -191,6 +192,68 @@ def test_keepalive_off_by_default_and_on_when_given(serve_app: Any) -> None:
             conn.request("GET", "/")
             assert conn.getresponse().read() == b"ok" and conn.sock is sock
         conn.close()
+
+
+def _trickled_head_lasts(port: int) -> float:
+    """Seconds until the server closes a connection whose head comes a byte per 0.1 s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.settimeout(0.1)
+        started = time.monotonic()
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200:
+            try:
+                sock.send(bytes([byte]))
+                if sock.recv(100) == b"":
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        return time.monotonic() - started
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reply = b""
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except OSError:
+            pass
+        return reply
+
+
+@pytest.mark.server
+def test_header_timeout_and_max_body_size(serve_app: Any) -> None:
+    """header_timeout is granian's head deadline (1 s ends a trickled head far sooner than
+    3 s); a Content-Length over max_body_size is a 413 before the app runs, a chunked body
+    past it a 413; a body within it is served."""
+    short = serve_app(
+        strategy="granian", workers=1, threads=2, header_timeout=1, max_body_size=1000
+    )
+    longer = serve_app(strategy="granian", workers=1, threads=2, header_timeout=3)
+    port = int(short.url.rsplit(":", 1)[1])
+    quick, slow = (
+        _trickled_head_lasts(port),
+        _trickled_head_lasts(int(longer.url.rsplit(":", 1)[1])),
+    )
+    assert 0.5 < quick < 2.5 and slow > 1.8 * quick, (quick, slow)
+    declared = _exchange(port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:200]
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    chunked = _exchange(
+        port,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunk * 3
+        + b"0\r\n\r\n",
+    )
+    assert chunked.startswith(b"HTTP/1.1 413"), chunked[:200]
+    small = _exchange(
+        port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + b"y" * 10
+    )
+    assert small.startswith(b"HTTP/1.1 200") and small.endswith(b"10"), small[:300]
+    log = short.log()
+    assert log.count("(413)") == 2, log[-2000:]
 
 
 @pytest.mark.server
@@ -362,8 +425,13 @@ def test_killed_worker_is_replaced(serve_app: Any) -> None:
         time.sleep(0.2)
     assert len(children_of(server.pid)) == 2
     assert get(server.url, "/")[0] == 200
-    text = get(f"http://127.0.0.1:{port}", "/metrics")[1].decode()
-    assert 'reason="signal"} 1' in text
+    # the master counts the restart once it has reaped the worker: allow it a moment
+    text = ""
+    until = time.monotonic() + 10
+    while time.monotonic() < until and 'reason="signal"} 1' not in text:
+        text = get(f"http://127.0.0.1:{port}", "/metrics")[1].decode()
+        time.sleep(0.1)
+    assert 'reason="signal"} 1' in text, text
     assert server.stop(signal.SIGTERM) == 0
 
 

@@ -77,8 +77,12 @@ def error_response(
 class RequestPolicy:
     """Builds each request's environ in a worker (one object per worker, shared by threads)."""
 
-    def __init__(self, trusted: TrustedProxies, multiprocess: bool, unix: bool) -> None:
+    def __init__(
+        self, trusted: TrustedProxies, multiprocess: bool, unix: bool, max_body: int = 0
+    ) -> None:
         self.trusted = trusted
+        #: max_body_size (0: no limit)
+        self.max_body = max_body
         #: a unix socket peer has no address: trusted, as gunicorn trusts it
         self.trust_all = unix or trusted.everyone
         self.unix = unix
@@ -122,7 +126,19 @@ class RequestPolicy:
             _server_from_host(scope)
         environ = self.base | scope
         bodiless = "CONTENT_LENGTH" not in scope and "HTTP_TRANSFER_ENCODING" not in scope
-        environ["wsgi.input"] = EMPTY_INPUT if bodiless else Input(body)
+        if bodiless:
+            environ["wsgi.input"] = EMPTY_INPUT
+            return environ
+        limit = self.max_body
+        if limit and "CONTENT_LENGTH" in scope:
+            declared = scope["CONTENT_LENGTH"]
+            if declared.isdigit() and int(declared) > limit:
+                raise Refusal(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"Content-Length {int(declared)} is over {limit} bytes",
+                )
+            limit = 0  # granian ends the body at its Content-Length
+        environ["wsgi.input"] = Input(body, limit)
         return environ
 
     def trusts(self, peer: str | None) -> bool:

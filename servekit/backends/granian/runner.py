@@ -108,7 +108,13 @@ def _handler_factory(plan: Plan) -> Callable[[Callable[..., Any]], Callable[...,
     cfg = plan.config
     trusted = TrustedProxies(getattr(cfg, "forwarded_allow_ips", None) or "127.0.0.1,::1")
     workers = int(getattr(cfg, "workers"))  # noqa: B009 - GranianConfig has it
-    policy = RequestPolicy(trusted, multiprocess=workers > 1, unix=isinstance(plan.address, str))
+    max_body = getattr(cfg, "max_body_size", None)
+    policy = RequestPolicy(
+        trusted,
+        multiprocess=workers > 1,
+        unix=isinstance(plan.address, str),
+        max_body=1 << 30 if max_body is None else int(max_body),
+    )
     fields = cfg.access_log_fields
     extra = tuple(fields.split(",")) if fields else ()
 

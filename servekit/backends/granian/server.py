@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Stopper", "granian_options", "server_class"]
 
-#: the header read timeout when keep-alive is off (keepalive=0), in seconds
-HEADER_TIMEOUT_WITHOUT_KEEPALIVE = 10
+#: the header read timeout when header_timeout is not given, in seconds
+HEADER_TIMEOUT_WITHOUT_KEEPALIVE = 10.0
 #: the least time workers get to finish their requests, even when the drain took it all
 MIN_WORKER_STOP_SECONDS = 1.0
 
@@ -45,7 +45,11 @@ def granian_options(plan: Plan) -> dict[str, Any]:
     cfg = plan.config
     threads = int(getattr(cfg, "threads"))  # noqa: B009 - GranianConfig has it
     keepalive = int(getattr(cfg, "keepalive"))  # noqa: B009
-    header_seconds = keepalive or HEADER_TIMEOUT_WITHOUT_KEEPALIVE
+    given = getattr(cfg, "header_timeout", None)
+    head = HEADER_TIMEOUT_WITHOUT_KEEPALIVE if given is None else float(given)
+    # hyper's one timer covers the wait for a head, and on a kept-alive connection the
+    # idle wait before it: the shorter of the two limits
+    header_seconds = min(keepalive, head) if keepalive else head
     options: dict[str, Any] = {
         "interface": "wsgi",
         "http": "1",  # no h2c by prior knowledge: gunicorn speaks HTTP/1.x only
@@ -56,7 +60,7 @@ def granian_options(plan: Plan) -> dict[str, Any]:
         "runtime_threads": 1,
         "backlog": max(128, int(cfg.backlog or 2048)),  # granian's minimum; the socket has ours
         "http1_settings": HTTP1Settings(
-            keep_alive=keepalive > 0, header_read_timeout=header_seconds * 1000
+            keep_alive=keepalive > 0, header_read_timeout=max(1, round(header_seconds * 1000))
         ),
         "websockets": False,
         "respawn_failed_workers": True,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["EMPTY_INPUT", "Body", "FileWrapper", "Input"]
+__all__ = ["EMPTY_INPUT", "Body", "BodyTooLarge", "FileWrapper", "Input"]
 
 #: how much is asked of granian at a time when reading to the end of the body
 _BLOCK = 65536
@@ -21,24 +21,44 @@ _BLOCK = 65536
 _FLUSH_GRACE = 0.05
 
 
+class BodyTooLarge(Exception):
+    """A chunked request body grew past ``max_body_size`` (answered 413 if nothing was sent)."""
+
+
 class Input:
-    """``wsgi.input``: ``read()``, ``read(n)``, ``readline(n)``, ``readlines(hint)``, iteration."""
+    """``wsgi.input``: ``read()``, ``read(n)``, ``readline(n)``, ``readlines(hint)``, iteration.
 
-    __slots__ = ("_body", "_buffer", "_done")
+    With ``limit`` (a chunked body and ``max_body_size``) a read past ``limit`` bytes in all
+    raises :class:`BodyTooLarge`.
+    """
 
-    def __init__(self, body: Any) -> None:
+    __slots__ = ("_body", "_buffer", "_done", "_left")
+
+    def __init__(self, body: Any, limit: int = 0) -> None:
         self._body = body
         self._buffer = bytearray()
         self._done = False
+        #: bytes the body may still bring (None: no limit)
+        self._left = limit or None
 
     def _more(self, size: int, line: bool = False) -> bool:
-        """Append more of the body to the buffer; False once it has ended."""
+        """Append more of the body to the buffer; False once it has ended.
+
+        Raises:
+            BodyTooLarge: the body went past its limit.
+        """
         if self._done:
             return False
         data = self._body.readline() if line else self._body.read(size)
         if not data:
             self._done = True
             return False
+        if self._left is not None:
+            self._left -= len(data)
+            if self._left < 0:
+                self._done = True
+                msg = "chunked request body over max_body_size"
+                raise BodyTooLarge(msg)
         self._buffer += data
         return True
 

@@ -26,7 +26,7 @@ from typing import Any
 from servekit.access import TrustedProxies, access_fields
 from servekit.backends.granian.environ import Refusal, RequestPolicy, error_response
 from servekit.backends.granian.response import Response
-from servekit.backends.granian.streams import Body
+from servekit.backends.granian.streams import Body, BodyTooLarge
 from servekit.logs import get_logger
 
 __all__ = ["AccessLog", "make_handler"]
@@ -69,9 +69,13 @@ def make_handler(app: Callable[..., Any], policy: RequestPolicy, access: AccessL
         try:
             environ = policy.environ(scope)
         except Refusal as refusal:
-            get_logger().warning(
-                f"Invalid request from ip={scope.get('REMOTE_ADDR')}: {refusal}", logger="granian"
-            )
+            if refusal.status is HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+                _log_too_large(scope, refusal.detail)
+            else:
+                get_logger().warning(
+                    f"Invalid request from ip={scope.get('REMOTE_ADDR')}: {refusal}",
+                    logger="granian",
+                )
             status, headers, body = refusal.response()
             proto.response_bytes(status, headers, body)
             if access.enabled:
@@ -94,6 +98,12 @@ def _respond(proto: Any, app: Callable[..., Any], environ: dict[str, Any]) -> tu
         if response.status is not None and isinstance(iterable, (list, tuple)):
             return _send_bytes(proto, response, iterable)
         iterator, pending = _first_chunks(iterable, response)
+    except BodyTooLarge as exc:
+        _close_quietly(iterable)
+        _log_too_large(environ, str(exc))
+        status, headers, page = error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
+        proto.response_bytes(status, headers, page)
+        return status, len(page)
     except Exception:
         _close_quietly(iterable)
         get_logger().exception("Error handling request", path=environ.get("PATH_INFO"))
@@ -151,6 +161,12 @@ def _first_chunks(iterable: Any, response: Response) -> tuple[Iterator[bytes], l
             msg = "the app returned without calling start_response()"
             raise AssertionError(msg) from None
     return iterator, [*response.chunks, *early]
+
+
+def _log_too_large(environ: dict[str, Any], detail: str) -> None:
+    """The 413 event, as the other strategies log it (info)."""
+    peer = f"{environ.get('REMOTE_ADDR')}:{environ.get('REMOTE_PORT', '-')}"
+    get_logger().info(f"Closing connection from {peer}: {detail} (413)", logger="granian")
 
 
 def _close_quietly(iterable: Any) -> None:
