@@ -283,7 +283,12 @@ def good_client_once(port: int, results: list[bool]) -> None:
         conn.close()
 
 
-def check(row: dict[str, Any], strategy: str) -> None:
+#: the margin with 200 attackers of each kind: 800 client threads in this process notice a
+#: close later (a reader probes every 0.5 s, and waits its turn for the interpreter)
+HEAVY_MARGIN = 2.5
+
+
+def check(row: dict[str, Any], strategy: str, margin: float = MARGIN) -> None:
     summary = {k: v for k, v in row.items() if k != "log"}
     assert row["served"] >= GOAL[strategy], summary
     assert row["recovered_s"] is not None, summary
@@ -293,7 +298,7 @@ def check(row: dict[str, Any], strategy: str) -> None:
         if strategy in QUEUES:
             continue  # queued behind busy workers: the deadline counts from the accept
         assert longest is not None, (kind, summary)
-        assert longest <= deadline(kind, strategy) + MARGIN, (kind, summary)
+        assert longest <= deadline(kind, strategy) + margin, (kind, summary)
     heads = row["first_reply"]["head"]
     assert any(reply.startswith(b"HTTP/1.1 408") for reply in heads), summary
     assert "Closing connection from" in row["log"]
@@ -333,7 +338,7 @@ def test_slow_heads_and_idle_connections_take_no_capacity(serve_app: Any) -> Non
 @pytest.mark.parametrize("strategy", GUNICORN)
 def test_two_hundred_slow_clients_of_each_kind(serve_app: Any, strategy: str) -> None:
     """The same with 200 attackers of each kind."""
-    check(run_attack(serve_app, strategy, n_for(strategy, heavy=True)), strategy)
+    check(run_attack(serve_app, strategy, n_for(strategy, heavy=True)), strategy, HEAVY_MARGIN)
 
 
 def _exchange(port: int, data: bytes, *, pause: float = 0.0, rest: bytes = b"") -> bytes:
