@@ -267,3 +267,35 @@ def test_gthread_keepalive_holds_no_thread(serve_app: Any) -> None:
     closing.read()
     assert closing.getheader("Connection") == "close"
     conn.close()
+
+
+def test_gthread_recycling_does_not_wait_on_idle_connections(serve_app: Any) -> None:
+    """A gthread worker leaving for max_requests gives a connection that sent nothing a
+    short linger (2 s), not its whole header_timeout (20 s here): the replacement serves
+    the next request well before that deadline."""
+    import socket
+
+    server = serve_app(strategy="gthread", workers=1, threads=2, max_requests=3, header_timeout=20)
+
+    def pid() -> tuple[bytes, float]:
+        started = time.monotonic()
+        status, body = get(server.url, "/pid", timeout=30)
+        assert status == 200
+        return body, time.monotonic() - started
+
+    first, _ = pid()
+    for _ in range(6):  # until a fresh worker serves, with its whole max_requests ahead
+        fresh, _ = pid()
+        if fresh != first:
+            break
+    assert fresh != first
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as idle:
+        time.sleep(0.2)  # accepted by the fresh worker, waiting for a head on its poller
+        for _ in range(6):
+            now, waited = pid()
+            if now != fresh:
+                break
+        assert now != fresh
+        assert waited < 10, waited  # before: the worker stayed until the idle one's deadline
+        idle.settimeout(1)
+        assert idle.recv(10) == b""  # closed by the worker that left

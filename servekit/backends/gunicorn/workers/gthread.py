@@ -300,11 +300,12 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         """
         if self.alive:
             enabled = self._busy() < self.worker_connections
-        elif not self._drained and self.stop_announced():
+        elif not self._drained:
             self._drained = True
-            _GunicornThreadWorker.set_accept_enabled(self, False)
-            self._linger_waiting()
-            self.drain_backlog()
+            self._linger_waiting()  # also when only this worker ends (max_requests)
+            if self.stop_announced():
+                _GunicornThreadWorker.set_accept_enabled(self, False)
+                self.drain_backlog()
         _GunicornThreadWorker.set_accept_enabled(self, enabled)
 
     def _linger_waiting(self) -> None:
