@@ -299,3 +299,24 @@ def test_gthread_recycling_does_not_wait_on_idle_connections(serve_app: Any) -> 
         assert waited < 10, waited  # before: the worker stayed until the idle one's deadline
         idle.settimeout(1)
         assert idle.recv(10) == b""  # closed by the worker that left
+
+
+def test_gthread_kept_alive_head_has_the_head_deadline(serve_app: Any) -> None:
+    """On a kept-alive gthread connection, keepalive limits the silence before the next
+    request; once its head has begun, header_timeout (from the previous response) does:
+    a head trickled over 3 s is served with keepalive=2 and header_timeout=5."""
+    import socket
+
+    server = serve_app(strategy="gthread", workers=1, threads=2, keepalive=2, header_timeout=5)
+    port = int(server.url.rsplit(":", 1)[1].rstrip("/"))
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        time.sleep(0.5)
+        for byte in request:
+            sock.send(bytes([byte]))
+            time.sleep(3.0 / len(request))
+        second = sock.recv(65536)
+    assert second.startswith(b"HTTP/1.1 200"), second

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import selectors
 import socket
 import time
 from collections import deque
@@ -170,7 +171,7 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
             self._drop(oldest, "too many connections waiting for a request head", None)
         self._waiting[conn] = None
         conn.sock.setblocking(False)
-        self.poller.register(conn.sock, 1, partial(self._on_readable, conn))
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
     def _on_readable(self, conn: _Conn, _sock: Any) -> None:
         self._read_head(conn)
@@ -186,6 +187,12 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         if not data:
             self._drop(conn, None, None)
             return
+        if conn.kept and not conn.head:
+            # a request begins on a kept-alive connection: from now on the head deadline
+            # (counted from the previous response) applies, not the idle limit
+            pace = getattr(conn.sock, "pace", None)
+            if pace is not None:
+                conn.expires = pace.head_deadline
         conn.head += data
         if _head_ready(conn.head, self._line_limit):
             self._release(conn)
