@@ -531,3 +531,62 @@ def test_werkzeug_header_timeout_and_write_deadline(serve_app: Any) -> None:
         WERKZEUG_WRITE_TIMEOUT - 0.5 <= lifetimes["reader"] <= WERKZEUG_WRITE_TIMEOUT + 2 * MARGIN
     )
     assert "client did not read the response for 10s" in slow.log()
+
+
+def _trickle(sock: socket.socket, data: bytes, seconds: float) -> None:
+    for byte in data:
+        sock.send(bytes([byte]))
+        time.sleep(seconds / len(data))
+
+
+KEEPALIVE_STRATEGIES = ("gevent", "eventlet", "tornado", "gthread")
+
+
+def _kept_alive_exchange(port: int) -> str | None:
+    """Two requests trickled over 2.5 s each on one connection, then silence: what went
+    wrong, or None."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for which in ("first", "second"):
+            try:
+                _trickle(sock, request, 2.5)
+                reply = sock.recv(65536)
+            except OSError as exc:
+                return f"{which} request: {exc!r}"
+            if not reply.startswith(b"HTTP/1.1 200"):
+                return f"{which} request: {reply[:80]!r}"
+            time.sleep(0.3)
+        started = time.monotonic()
+        if sock.recv(65536) != b"":
+            return "not closed after the keep-alive limit"
+        if time.monotonic() - started > 3.0:
+            return f"closed after {time.monotonic() - started:.1f}s of silence"
+    return None
+
+
+def test_keepalive_bounds_silence_not_a_slow_head(serve_app: Any) -> None:
+    """keepalive=1 ends a kept-alive connection that stays silent (quietly), but neither a
+    first request nor a next one whose head trickles in over 2.5 s: header_timeout (4 s)
+    bounds a head once it has begun (gevent, eventlet, tornado, gthread side by side)."""
+    ports = {
+        name: int(
+            serve_app(
+                strategy=name, access_log=False, keepalive=1, header_timeout=4, **CONFIGS[name]
+            )
+            .url.rsplit(":", 1)[1]
+            .rstrip("/")
+        )
+        for name in KEEPALIVE_STRATEGIES
+    }
+    problems: dict[str, str | None] = {}
+    threads = [
+        threading.Thread(
+            target=lambda n=name: problems.__setitem__(n, _kept_alive_exchange(ports[n]))
+        )
+        for name in KEEPALIVE_STRATEGIES
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert problems == dict.fromkeys(KEEPALIVE_STRATEGIES), problems

@@ -103,6 +103,7 @@ class Pace:
         "body_wait",
         "head_bytes",
         "head_deadline",
+        "idle_deadline",
         "in_body",
         "limits",
         "log",
@@ -121,11 +122,14 @@ class Pace:
         self.body_wait = 0.0
         self.start_head(now)
 
-    def start_head(self, now: float | None = None) -> None:
-        """A request head is awaited from now (a new connection or a kept-alive one)."""
+    def start_head(self, now: float | None = None, idle: float = 0.0) -> None:
+        """A request head is awaited from now: on a new connection, or (``idle`` > 0: the
+        keep-alive limit) on a kept-alive one, which may stay silent ``idle`` seconds."""
+        now = time.monotonic() if now is None else now
         self.in_body = False
         self.head_bytes = 0
-        self.head_deadline = (time.monotonic() if now is None else now) + self.limits.header_timeout
+        self.head_deadline = now + self.limits.header_timeout
+        self.idle_deadline = now + idle if idle > 0 else self.head_deadline
 
     def start_body(self) -> None:
         """The head is complete: reads from now on are the request's body."""
@@ -137,6 +141,8 @@ class Pace:
         """How long the next read may wait for the client before it is checked again."""
         if self.in_body:
             return self.limits.header_timeout
+        if not self.head_bytes:
+            return max(0.0, min(self.head_deadline, self.idle_deadline) - now)
         return max(0.0, self.head_deadline - now)
 
     def after_read(self, got: int, waited: float, now: float) -> None:
@@ -148,6 +154,9 @@ class Pace:
         """
         limits = self.limits
         if not self.in_body:
+            if not self.head_bytes and not got and now >= self.idle_deadline:
+                # the keep-alive limit: a quiet close, as gunicorn ends an idle connection
+                raise Cut("keep-alive connection idle", None)
             self.head_bytes += got
             if now >= self.head_deadline and got == 0:
                 if self.head_bytes:
@@ -354,6 +363,11 @@ class PacedAsync(Refuses413):
 
     cfg: Any
 
+    def timeout_ctx(self) -> Any:
+        """No timer around the parse: the :class:`Pace` deadlines bound it (gunicorn's
+        ``keepalive`` timer also cut a slow first request, at ``keepalive`` seconds)."""
+        return contextlib.nullcontext()
+
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """gunicorn's ``handle`` with the client behind a :class:`PacedSocket`."""
         pace = Pace(current(), self.log, addr, float(self.cfg.timeout))
@@ -368,4 +382,4 @@ class PacedAsync(Refuses413):
         finally:
             pace = getattr(sock, "pace", None)
             if pace is not None:
-                pace.start_head()
+                pace.start_head(idle=float(self.cfg.keepalive))

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from eventlet.greenio import GreenSocket
     from eventlet.greenpool import GreenPool
     from eventlet.greenthread import GreenThread
-    from eventlet.timeout import Timeout
 
 __all__ = ["EventletWorker"]
 
@@ -330,12 +329,6 @@ class EventletWorker(StopClock, PacedAsync, AsyncWorker):  # type: ignore[misc]
                 util.close(client)
                 return
         self.handle(address, client, addr)
-
-    def timeout_ctx(self) -> Timeout:
-        """Bound the wait for the next request on a keep-alive connection."""
-        import eventlet
-
-        return eventlet.Timeout(self.cfg.keepalive, False)
 
     def is_already_handled(self, respiter: object) -> bool:
         """Also stop serving a connection that an eventlet app took over, e.g. a websocket."""

@@ -157,11 +157,13 @@ class Connection(asyncio.Protocol):
     async def _read_request(self, number: int) -> Any:
         """The next request, its head parsed by gunicorn; None when the connection ends
         (closed by the client, silent past the head timeout, or a malformed head refused)."""
-        timeout = self._server.head_timeout
+        head_timeout = self._server.head_timeout
         keepalive = float(self._cfg.keepalive)
-        if number > 1 and keepalive > 0:
-            timeout = keepalive if timeout is None else min(timeout, keepalive)
-        deadline = None if timeout is None else self._loop.time() + timeout
+        now = self._loop.time()
+        head_deadline = None if head_timeout is None else now + head_timeout
+        # a kept-alive connection may stay silent `keepalive` seconds; once the next head
+        # has begun, the head deadline (from the end of the previous response) applies
+        idle_deadline = now + keepalive if number > 1 and keepalive > 0 else None
         new = len(self._buffer)
         while True:
             if new and self._worth_parsing(new):
@@ -171,6 +173,10 @@ class Connection(asyncio.Protocol):
             if self._eof or self.lost:
                 return None
             before = len(self._buffer)
+            deadline, timeout = head_deadline, head_timeout
+            idle = idle_deadline is not None and not self._buffer
+            if idle and (deadline is None or idle_deadline < deadline):  # type: ignore[operator]
+                deadline, timeout = idle_deadline, keepalive
             remaining = None if deadline is None else deadline - self._loop.time()
             if remaining is not None and remaining <= 0:
                 self._late(number, timeout)
