@@ -320,3 +320,91 @@ def test_gthread_kept_alive_head_has_the_head_deadline(serve_app: Any) -> None:
             time.sleep(3.0 / len(request))
         second = sock.recv(65536)
     assert second.startswith(b"HTTP/1.1 200"), second
+
+
+def _port(server: Any) -> int:
+    return int(server.url.rsplit(":", 1)[1].rstrip("/"))
+
+
+def _served_within(server: Any, seconds: float) -> bool:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", _port(server), timeout=seconds)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def test_gthread_heads_that_take_no_thread(serve_app: Any) -> None:
+    """Connections that hold no thread on gthread (2 threads): partial heads after one
+    empty line, clients that keep their end open after a closing response, and a
+    pipelined partial second head (timed as a head: 408 at header_timeout, even with no
+    body rate). Meanwhile a good client is served at once, every time."""
+    import socket
+
+    server = serve_app(
+        strategy="gthread", workers=1, threads=2, keepalive=2, header_timeout=2, body_min_rate=0
+    )
+    port = _port(server)
+    held = []
+    try:
+        for _ in range(3):  # one empty line, then a head that stops
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"\r\nGET / HTTP/1.1\r\nHo")
+            held.append(sock)
+        time.sleep(0.3)
+        assert _served_within(server, 1.0)
+        for _ in range(3):  # a closing response, and the client never closes its end
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            held.append(sock)
+        time.sleep(0.3)
+        assert _served_within(server, 1.0)
+        assert _served_within(server, 1.0)
+        pipelined = socket.create_connection(("127.0.0.1", port), timeout=6)
+        held.append(pipelined)
+        pipelined.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        reply = b""
+        while chunk := pipelined.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408" in reply, reply[-200:]
+        assert time.monotonic() - started < 4.5
+        assert _served_within(server, 1.0)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_gthread_stop_right_after_an_accept_does_not_spin(serve_app: Any) -> None:
+    """SIGTERM 10 ms after a connection that sent half a head: the worker waits for that
+    head without spinning (its CPU time over the stop stays small)."""
+    import socket
+
+    server = serve_app(strategy="gthread", workers=1, threads=2, header_timeout=3)
+    (worker,) = children_of(server.pid)
+    with socket.create_connection(("127.0.0.1", _port(server))) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        time.sleep(0.01)
+        before = _cpu_seconds(worker)
+        os.kill(server.pid, signal.SIGTERM)
+        time.sleep(2.0)
+        spent = _cpu_seconds(worker) - before if _alive(worker) else 0.0
+    assert spent < 0.5, spent  # a busy loop takes about a CPU second per second
+    server.stop(signal.SIGTERM)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

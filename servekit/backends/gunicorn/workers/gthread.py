@@ -20,7 +20,6 @@ reads the head, within the same deadlines).
 from __future__ import annotations
 
 import contextlib
-import re
 import selectors
 import socket
 import time
@@ -28,11 +27,11 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
 from servekit.backends.gunicorn.workers.clients import ClientLimit
 from servekit.backends.gunicorn.workers.drain import RETRY_ACCEPT_ERRNOS, StopClock
+from servekit.backends.gunicorn.workers.heads import HeadConn
 from servekit.backends.gunicorn.workers.limits import (
     REPLY_408,
     Pace,
@@ -48,48 +47,11 @@ _IDLE_POLL_SECONDS = 0.01
 _GRACE = 0.05
 #: seconds connections waiting for a head are kept once a graceful stop begins
 _STOP_LINGER = 2.0
+#: a graceful close waits this long for the client's own close, reading at most _CLOSE_DRAIN
+_CLOSE_LINGER = 2.0
+_CLOSE_DRAIN = 65536
 #: at most this many connections wait for their heads per worker; past it the oldest goes
 _MAX_WAITING = 1000
-#: a head that grows past this many bytes goes to the parser whole or not (it refuses it)
-_HEAD_MAX = 65536
-#: a request line gunicorn's parser may take: the others are refused as soon as it is read
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \x00-\x20\x7f]+ HTTP/[0-9]\.[0-9]").fullmatch
-
-
-class _Conn(TConn):  # type: ignore[misc]
-    """gunicorn's connection, plus the head bytes read on the poller before the parser."""
-
-    def __init__(self, cfg: Any, sock: Any, client: Any, server: Any) -> None:
-        super().__init__(cfg, sock, client, server)
-        #: bytes of the next request read on the poller, given to the parser first
-        self.head = b""
-        #: when the connection started waiting for its head
-        self.since = time.monotonic()
-        #: when the wait for the head ends (the connection is closed then)
-        self.expires = 0.0
-        #: whether it waits for a second or later request
-        self.kept = False
-
-    def init(self) -> None:
-        super().init()
-        if self.head:
-            self.parser.unreader.unread(self.head)
-            self.head = b""
-
-
-def _head_ready(head: bytes, line_limit: int) -> bool:
-    """Whether ``head`` should go to gunicorn's parser: complete, too long to wait for,
-    or with line endings other than CRLF (the parser refuses those at once)."""
-    if b"\n\r\n" in head or b"\n\n" in head or len(head) >= _HEAD_MAX:
-        return True
-    if b"\n" not in head and len(head) > line_limit + 2:
-        return True  # a request line over the limit: refused as soon as it is read
-    plain = head.replace(b"\r\n", b"")
-    if b"\r" in plain[:-1] or b"\n" in plain:
-        return True
-    end = head.find(b"\r\n")
-    return end >= 0 and _REQUEST_LINE(head, 0, end) is None  # refused once its line is in
-
 
 class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignore[misc]
     """``threads`` requests at once, as gunicorn's; request heads are read on the
@@ -106,10 +68,12 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         super().__init__(*args, **kwargs)
         self._drained = False
         #: connections whose heads are read on the poller (counted in ``nr_conns`` too)
-        self._waiting: dict[_Conn, None] = {}
+        self._waiting: dict[HeadConn, bool] = {}
+        #: connections closed gracefully, waiting on the poller for the client's close
+        #: (counted in ``nr_conns``, not as busy)
+        self._closing: dict[HeadConn, bool] = {}
         #: new connections in ``_waiting``, oldest first, while they count as busy
-        self._young: deque[_Conn] = deque()
-        self._line_limit = int(self.cfg.limit_request_line) or 8190
+        self._young: deque[HeadConn] = deque()
         self._reads_heads = not self.cfg.is_ssl
         if self._reads_heads:
             # a kept-alive connection waits on the poller, not in a thread's slot
@@ -133,8 +97,12 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
                 return
             raise
         self.nr_conns += 1
-        conn = _Conn(self.cfg, client, addr, listener.getsockname())
-        if not self._reads_heads or not self.alive or self._prior_knowledge(conn):
+        conn = HeadConn(self.cfg, client, addr, listener.getsockname())
+        if not self._reads_heads:
+            self.enqueue_req(conn)
+            return
+        conn.closer = self._close_later
+        if not self.alive or self._prior_knowledge(conn):
             self.enqueue_req(conn)
             return
         pace = getattr(client, "pace", None)
@@ -143,18 +111,22 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         self._wait_for_head(conn)
         self._read_head(conn)
 
-    def _prior_knowledge(self, conn: _Conn) -> bool:
+    def _prior_knowledge(self, conn: HeadConn) -> bool:
         from gunicorn.http2 import negotiation
 
         return bool(negotiation.prior_knowledge_allowed(self.cfg, conn.client))
 
-    def _busy(self) -> int:
-        """Connections that hold or wait for a thread (young heads included)."""
+    def _prune_young(self) -> None:
         now = time.monotonic()
         young = self._young
         while young and (young[0] not in self._waiting or now - young[0].since >= _GRACE):
             young.popleft()
-        return int(self.nr_conns) - len(self._waiting) + len(young)
+
+    def _busy(self) -> int:
+        """Connections that hold or wait for a thread (young heads included)."""
+        self._prune_young()
+        held = len(self._waiting) + len(self._closing)
+        return int(self.nr_conns) - held + len(self._young)
 
     def _gate(self) -> None:
         """Accept while a thread is free (``worker_connections`` is the thread count)."""
@@ -165,18 +137,19 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
 
     # -- heads on the poller -------------------------------------------------------------
 
-    def _wait_for_head(self, conn: _Conn) -> None:
+    def _wait_for_head(self, conn: HeadConn) -> None:
         if len(self._waiting) >= _MAX_WAITING:
             oldest = next(iter(self._waiting))
             self._drop(oldest, "too many connections waiting for a request head", None)
-        self._waiting[conn] = None
+        self._waiting[conn] = True
         conn.sock.setblocking(False)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
-    def _on_readable(self, conn: _Conn, _sock: Any) -> None:
-        self._read_head(conn)
+    def _on_readable(self, conn: HeadConn, _sock: Any) -> None:
+        if conn in self._waiting:  # not dropped or released earlier in this batch
+            self._read_head(conn)
 
-    def _read_head(self, conn: _Conn) -> None:
+    def _read_head(self, conn: HeadConn) -> None:
         """Read what the client sent; hand a ready head to the pool."""
         try:
             data = socket.socket.recv(conn.sock, 65536)
@@ -193,27 +166,30 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
             pace = getattr(conn.sock, "pace", None)
             if pace is not None:
                 conn.expires = pace.head_deadline
-        conn.head += data
-        if _head_ready(conn.head, self._line_limit):
+        if conn.add(data):
             self._release(conn)
         elif time.monotonic() >= conn.expires:
             self._expire(conn)
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: HeadConn) -> None:
         """The head is in: the connection goes to a pool thread."""
         self._unwait(conn)
         conn.data_ready = True
         self.enqueue_req(conn)
         self._gate()
 
-    def _unwait(self, conn: _Conn) -> None:
-        del self._waiting[conn]
+    def _unwait(self, conn: HeadConn) -> bool:
+        """Take ``conn`` off the waiting list and the poller; False if it was not on it."""
+        if self._waiting.pop(conn, False) is False:
+            return False
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
+        return True
 
-    def _drop(self, conn: _Conn, reason: str | None, reply: bytes | None) -> None:
+    def _drop(self, conn: HeadConn, reason: str | None, reply: bytes | None) -> None:
         """End a waiting connection: log ``reason`` (info), send ``reply``, close."""
-        self._unwait(conn)
+        if not self._unwait(conn):
+            return
         self.nr_conns -= 1
         pace = getattr(conn.sock, "pace", None)
         if reason is not None and pace is not None:
@@ -226,7 +202,7 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         conn.close()
         self._gate()
 
-    def _expire(self, conn: _Conn) -> None:
+    def _expire(self, conn: HeadConn) -> None:
         limit = current().header_timeout
         if conn.head:
             self._drop(conn, f"request head not complete within {limit:g}s (408)", REPLY_408)
@@ -242,11 +218,13 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         """gunicorn's, waking up in time for the next head deadline or grace end."""
-        if self._waiting:
+        if self._waiting or self._closing:
             now = time.monotonic()
-            soonest = min(c.expires for c in self._waiting)
-            if self._young:
-                soonest = min(soonest, self._young[0].since + _GRACE)
+            soonest = min(c.expires for c in (*self._waiting, *self._closing))
+            if self.alive:
+                self._prune_young()
+                if self._young:
+                    soonest = min(soonest, self._young[0].since + _GRACE)
             timeout = max(0.0, min(timeout, soonest - now))
         super().wait_for_and_dispatch_events(timeout)
 
@@ -254,6 +232,7 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         """gunicorn's, then the heads past their deadlines; accepting follows the threads."""
         super().murder_pending()
         self._expire_waiting()
+        self._expire_closing()
         self._gate()
 
     def finish_request(self, conn: Any, fs: Any) -> None:
@@ -262,23 +241,82 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         super().finish_request(conn, fs)
         if not (
             self._reads_heads
-            and isinstance(conn, _Conn)
+            and isinstance(conn, HeadConn)
             and self.keepalived_conns
             and self.keepalived_conns[-1] is conn
         ):
             self._gate()
             return
         self.keepalived_conns.pop()
-        self.poller.unregister(conn.sock)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
         now = time.monotonic()
         pace: Pace | None = getattr(conn.sock, "pace", None)
         expires = conn.timeout
         if pace is not None:
             pace.start_head(now)
             expires = min(expires, pace.head_deadline)
-        conn.kept, conn.since, conn.expires = True, now, expires
+        conn.restart(now, expires)
         self._wait_for_head(conn)
         self._gate()
+
+    def _keepalive_after(self, conn: Any, keepalive: Any) -> bool:
+        """gunicorn's; then the next head on this connection (pipelined, or after a body
+        the app left unread) is timed as a head, from the end of this response."""
+        try:
+            return bool(super()._keepalive_after(conn, keepalive))
+        finally:
+            pace = getattr(conn.sock, "pace", None)
+            if pace is not None:
+                pace.start_head()
+                # bytes of that head already read ahead: late, it is a 408, not a silence
+                pace.head_bytes = len(conn.parser.unreader.buf.getvalue())
+
+    # -- graceful closes on the poller ---------------------------------------------------
+
+    def _close_later(self, conn: HeadConn) -> None:
+        """gunicorn's graceful close (send FIN, read what the client still sends, up to
+        2 s and 64 KiB, then close), waiting on the poller instead of the main thread."""
+        sock = conn.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, partial(self._on_closing, conn))
+        except (OSError, ValueError, KeyError):
+            conn.closer = None
+            conn.close()
+            return
+        conn.expires = time.monotonic() + _CLOSE_LINGER
+        conn.head.clear()
+        self._closing[conn] = True
+        self.nr_conns += 1  # gunicorn counted it out: held until closed (a stop waits)
+
+    def _on_closing(self, conn: HeadConn, _sock: Any) -> None:
+        if conn not in self._closing:
+            return
+        try:
+            data = socket.socket.recv(conn.sock, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.head += data
+        if not data or len(conn.head) >= _CLOSE_DRAIN:
+            self._closed(conn)
+
+    def _closed(self, conn: HeadConn) -> None:
+        if self._closing.pop(conn, False) is False:
+            return
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.closer = None
+        conn.close()
+
+    def _expire_closing(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c in self._closing if c.expires <= now]:
+            self._closed(conn)
 
     # -- serving -------------------------------------------------------------------------
 
