@@ -590,3 +590,50 @@ def test_keepalive_bounds_silence_not_a_slow_head(serve_app: Any) -> None:
     for thread in threads:
         thread.join(30)
     assert problems == dict.fromkeys(KEEPALIVE_STRATEGIES), problems
+
+
+#: one strategy per code path that enforces max_body_size
+BODY_LIMIT_PATHS = ("dev", "gthread", "gevent", "tornado", "granian")
+
+
+def test_flask_gets_413_for_a_chunked_upload_past_max_body_size(serve_app: Any) -> None:
+    """Flask catches the error that ends a chunked upload past max_body_size and answers its
+    own 500; servekit answers 413 all the same (read whole, and as a multipart form)."""
+    ports = {
+        name: int(
+            serve_app(
+                app="tests.apps.flask_upload:app",
+                strategy=name,
+                access_log=False,
+                max_body_size=1000,
+            )
+            .url.rsplit(":", 1)[1]
+            .rstrip("/")
+        )
+        for name in BODY_LIMIT_PATHS
+    }
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    chunked = b"Host: x\r\nTransfer-Encoding: chunked\r\n"
+    boundary = b"--b\r\nContent-Disposition: form-data; name=f; filename=a\r\n\r\n"
+    replies = {}
+    for name, port in ports.items():
+        whole = _exchange(
+            port, b"POST /upload HTTP/1.1\r\n" + chunked + b"\r\n" + chunk * 3 + b"0\r\n\r\n"
+        )
+        form = _exchange(
+            port,
+            b"POST /form HTTP/1.1\r\n"
+            + chunked
+            + b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            + b"%x\r\n" % len(boundary)
+            + boundary
+            + b"\r\n"
+            + chunk * 3
+            + b"0\r\n\r\n",
+        )
+        small = _exchange(
+            port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + b"y" * 10
+        )
+        replies[name] = (whole[:12], form[:12], small[:12] + small[-2:])
+    expected = (b"HTTP/1.1 413", b"HTTP/1.1 413", b"HTTP/1.1 20010")
+    assert replies == dict.fromkeys(BODY_LIMIT_PATHS, expected), replies

@@ -106,7 +106,7 @@ def _check_value(name: str, value: Any) -> str:
 class Response:
     """One request's ``start_response``, ``write()`` and what they were given."""
 
-    __slots__ = ("chunks", "code", "headers", "length", "started", "status")
+    __slots__ = ("chunks", "code", "guard", "headers", "length", "started", "status")
 
     def __init__(self) -> None:
         self.status: str | None = None
@@ -118,6 +118,8 @@ class Response:
         self.chunks: list[bytes] = []
         #: set once the status and headers have gone to granian
         self.started = False
+        #: a chunked wsgi.input counted against max_body_size (see start_response)
+        self.guard: Any = None
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -128,6 +130,9 @@ class Response:
             HeaderError: the status or a header cannot be sent.
             AssertionError: called again without ``exc_info``.
         """
+        guard = self.guard
+        if guard is not None and guard.too_large is not None:
+            raise guard.too_large  # past max_body_size: a 413, even if the app caught it
         if exc_info:
             try:
                 if self.started:

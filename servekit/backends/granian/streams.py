@@ -32,7 +32,7 @@ class Input:
     raises :class:`BodyTooLarge`.
     """
 
-    __slots__ = ("_body", "_buffer", "_done", "_left")
+    __slots__ = ("_body", "_buffer", "_done", "_left", "too_large")
 
     def __init__(self, body: Any, limit: int = 0) -> None:
         self._body = body
@@ -40,6 +40,13 @@ class Input:
         self._done = False
         #: bytes the body may still bring (None: no limit)
         self._left = limit or None
+        #: the error once a read went past the limit (the app may have caught it)
+        self.too_large: BodyTooLarge | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether reads are counted against ``max_body_size``."""
+        return self._left is not None
 
     def _more(self, size: int, line: bool = False) -> bool:
         """Append more of the body to the buffer; False once it has ended.
@@ -57,8 +64,8 @@ class Input:
             self._left -= len(data)
             if self._left < 0:
                 self._done = True
-                msg = "chunked request body over max_body_size"
-                raise BodyTooLarge(msg)
+                self.too_large = BodyTooLarge("chunked request body over max_body_size")
+                raise self.too_large
         self._buffer += data
         return True
 

@@ -26,7 +26,7 @@ from typing import Any
 from servekit.access import TrustedProxies, access_fields
 from servekit.backends.granian.environ import Refusal, RequestPolicy, error_response
 from servekit.backends.granian.response import Response
-from servekit.backends.granian.streams import Body, BodyTooLarge
+from servekit.backends.granian.streams import Body, BodyTooLarge, Input
 from servekit.logs import get_logger
 
 __all__ = ["AccessLog", "make_handler"]
@@ -92,6 +92,9 @@ def make_handler(app: Callable[..., Any], policy: RequestPolicy, access: AccessL
 def _respond(proto: Any, app: Callable[..., Any], environ: dict[str, Any]) -> tuple[int, int]:
     """Run the app and hand its response to granian; return the status and bytes sent."""
     response = Response()
+    body_input = environ["wsgi.input"]
+    if type(body_input) is Input and body_input.limited:
+        response.guard = body_input
     iterable: Any = None
     try:
         iterable = app(environ, response.start_response)

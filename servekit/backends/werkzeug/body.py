@@ -81,6 +81,8 @@ class ChunkedBody(io.RawIOBase):
         self._started = False
         self._done = False
         self.trailers: list[tuple[str, str]] = []
+        #: the refusal once a read went past the limit (the app may have caught it)
+        self.too_large: BodyTooLarge | None = None
 
     def readable(self) -> bool:
         return True
@@ -97,7 +99,8 @@ class ChunkedBody(io.RawIOBase):
         if self._limit:
             self._read += len(data)
             if self._read > self._limit:
-                raise BodyTooLarge(f"chunked request body over {self._limit} bytes")
+                self.too_large = BodyTooLarge(f"chunked request body over {self._limit} bytes")
+                raise self.too_large
         buffer[: len(data)] = data
         return len(data)
 

@@ -105,8 +105,11 @@ class Handler(WSGIRequestHandler):
                 self._log_access(started)
 
     def _exchange(self, head: RequestHead) -> None:
-        body, _ = open_body(self.rfile, head.length, self.limits.max_body_size)
+        body, chunked = open_body(self.rfile, head.length, self.limits.max_body_size)
         response = Response(self.wfile, head, self.version_string())
+        start_response = response.start_response
+        if chunked is not None and self.limits.max_body_size:
+            start_response = _refusing_past_the_limit(chunked, start_response)
         try:
             self.environ = environ = make_environ(
                 head, body, self._listener(), self.client_address, self._is_tls()
@@ -114,7 +117,7 @@ class Handler(WSGIRequestHandler):
             environ.update(self._werkzeug_environ())
             if head.expect_continue:
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            result = self.server.app(environ, response.start_response)
+            result = self.server.app(environ, start_response)
             try:
                 for data in result:
                     response.write(data)
@@ -243,3 +246,15 @@ def linger(sock: socket.socket) -> None:
             if not data:
                 break
             drained += len(data)
+
+
+def _refusing_past_the_limit(chunked: Any, start_response: Any) -> Any:
+    """``start_response`` that raises the body's :class:`BodyTooLarge` again once a read
+    went past ``max_body_size``: a 413 even when the app (Flask, Django) caught it."""
+
+    def checked(status: str, headers: Any, exc_info: Any = None) -> Any:
+        if chunked.too_large is not None:
+            raise chunked.too_large
+        return start_response(status, headers, exc_info)
+
+    return checked
