@@ -200,7 +200,7 @@ class _Connections(BaseModel):
 
 class _Keepalive(BaseModel):
     keepalive: int | None = _opt(
-        "2 (gthread, granian: 0)",
+        "2; 0 on gthread and granian",
         "Seconds to wait for the next request on a keep-alive connection (0: off). "
         "sync workers close each connection after its response; on gthread a kept-alive "
         "connection waits on the worker's poller, not in a thread; on granian it holds a "
@@ -337,7 +337,7 @@ class TornadoConfig(_Gunicorn, _ClientLimits, _Keepalive, _Threads, _Workers, St
     server: ClassVar[Literal["werkzeug", "gunicorn", "granian"]] = "gunicorn"
 
 
-class AutoConfig(_Debug, _Gunicorn, _ClientLimits, _Threads, _Workers, StrategyConfig):
+class AutoConfig(_Debug, _Gunicorn, _ClientLimits, _Keepalive, _Threads, _Workers, StrategyConfig):
     """``threaded`` in development, ``gthread`` in production.
 
     Options that only the production choice takes (``workers``, ``threads``,

@@ -212,6 +212,16 @@ class TestConflicts:
         assert "'gthread'" in err.message
         assert plan("gthread", certfile=cert, keyfile=key).settings["keepalive"].value == 0
 
+    def test_auto_takes_keepalive_for_production(self) -> None:
+        """auto accepts keepalive (gthread takes it in production); in development it is
+        noted as unused, not refused."""
+        dev = plan("auto", {"SERVEKIT_KEEPALIVE": "5"})
+        assert dev.strategy == "threaded"
+        assert any("'keepalive'" in note and "is not used by" in note for note in dev.notes)
+        prod = plan("auto", {"SERVEKIT_KEEPALIVE": "5", "SERVEKIT_ENV": "production"})
+        assert (prod.strategy, prod.settings["keepalive"].value) == ("gthread", 5)
+        assert plan("auto", {"SERVEKIT_ENV": "production"}).settings["keepalive"].value == 0
+
     def test_conflict_from_env_names_variable(self) -> None:
         """When the environment switches the strategy, the message says so."""
         err = error("gthread", {"SERVEKIT_STRATEGY": "gevent"}, threads=8)

@@ -25,7 +25,7 @@ __all__ = [
     "parse_url",
 ]
 
-#: compared when ``--strategies`` is not given (those installed; granian once it exists)
+#: compared when ``--strategies`` is not given (those installed)
 DEFAULT_CANDIDATES = ("sync", "gthread", "gevent", "granian")
 #: ``--body`` is a small file: one request body, sent many times
 MAX_BODY = 1 << 20
