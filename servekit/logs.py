@@ -101,10 +101,11 @@ def current_format() -> str:
     return "json" if value == "json" else "console"
 
 
-def render_always(level: str, event: str, **fields: Any) -> None:
-    """Write one event in the current format whatever the log level (errors, guard warnings)."""
+def render_always(level: str, event: str, *, fmt: str | None = None, **fields: Any) -> None:
+    """Write one event whatever the log level (errors, guard warnings), in ``fmt`` or the
+    current format."""
     fields = {k: v for k, v in fields.items() if v is not None}
-    getattr(_build(current_format(), logging.DEBUG, None), level)(event, **fields)
+    getattr(_build(fmt or current_format(), logging.DEBUG, None), level)(event, **fields)
 
 
 def get_logger() -> Any:

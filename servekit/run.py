@@ -79,7 +79,12 @@ def fail(error: ConfigError, log_format: str | None = None) -> None:
     fmt = log_format or current_format()
     if fmt == "json":
         render_always(
-            "error", "error", message=error.message, option=error.option, source=error.source
+            "error",
+            "error",
+            fmt=fmt,
+            message=error.message,
+            option=error.option,
+            source=error.source,
         )
     else:
         sys.stderr.write(f"servekit: error: {error.message}\n")

@@ -382,3 +382,19 @@ def test_explain_says_slow_clients_need_a_proxy(strategy: str) -> None:
     proc = run_cli("explain", "--strategy", strategy, "--json")
     notes = json.loads(proc.stdout)["notes"]
     assert any("untrusted clients" in note for note in notes), notes
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_config_error_is_one_json_line_with_log_format_json(how: str) -> None:
+    """With --log-format json (or SERVEKIT_LOG_FORMAT=json) a config error is one JSON
+    object on stderr naming the option, exit 2."""
+    args = ["run", "tests.apps.slow:app", "-k", "gthread", "--threads", "0"]
+    if how == "flag":
+        proc = run_cli(*args, "--log-format", "json")
+    else:
+        proc = run_cli(*args, env={"SERVEKIT_LOG_FORMAT": "json"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    event = json.loads(lines[0])
+    assert (event["event"], event["option"]) == ("error", "threads")
