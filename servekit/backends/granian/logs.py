@@ -19,7 +19,7 @@ from typing import Any
 
 from servekit.logs import get_logger
 
-__all__ = ["GRANIAN_LOGGERS", "LogBridge", "configure_granian_logging"]
+__all__ = ["GRANIAN_LOGGERS", "LogBridge", "configure_granian_logging", "mute_granian_logging"]
 
 GRANIAN_LOGGERS = ("_granian", "granian.access")
 _LEVELS = {
@@ -68,3 +68,9 @@ def configure_granian_logging(level: Any, config: Any = None, enabled: bool = Tr
         logger.propagate = False
     main = logging.getLogger("_granian")
     main.setLevel(_LEVELS.get(name, logging.INFO) if enabled else logging.CRITICAL + 1)
+
+
+def mute_granian_logging() -> None:
+    """Silence granian's own loggers in this process (from now on)."""
+    for logger_name in GRANIAN_LOGGERS:
+        logging.getLogger(logger_name).setLevel(logging.CRITICAL + 1)

@@ -23,7 +23,7 @@ from servekit import metrics
 from servekit.access import TrustedProxies
 from servekit.backends.granian import patches, signals
 from servekit.backends.granian.environ import RequestPolicy
-from servekit.backends.granian.logs import configure_granian_logging
+from servekit.backends.granian.logs import configure_granian_logging, mute_granian_logging
 from servekit.backends.granian.metering import Metering
 from servekit.backends.granian.server import Stopper, granian_options, server_class
 from servekit.backends.granian.wsgi import AccessLog, make_handler
@@ -58,8 +58,8 @@ class Boot:
             loaded = metrics.wrap(load_app(app))
         except ConfigError as error:
             line = " ".join(error.message.split("\n")).encode("utf-8", "replace")
-            with contextlib.suppress(OSError):
-                os.write(self.failed_w, line[: select.PIPE_BUF])
+            with contextlib.suppress(OSError):  # one line each: workers may fail at once
+                os.write(self.failed_w, line[: select.PIPE_BUF - 1] + b"\n")
             os._exit(0)  # the master prints the message, once, and stops
         with contextlib.suppress(OSError):
             os.write(self.booted_w, b"1")
@@ -76,7 +76,7 @@ class Boot:
         def failed() -> None:
             data = os.read(self.failed_r, select.PIPE_BUF)
             if data:
-                self.failure = data.decode("utf-8", "replace")
+                self.failure = data.decode("utf-8", "replace").split("\n", 1)[0]
                 on_failure()
 
         for target in (booted, failed):
@@ -147,9 +147,7 @@ def serve_granian(plan: Plan) -> int:
         ):
             server = _make_server(plan, listener)
             with signals.master_signals(server.stop_gracefully):
-                boot.watch(
-                    lambda: announce(plan, port), lambda: server.stop_gracefully("app failed")
-                )
+                boot.watch(lambda: announce(plan, port), lambda: _stop_quietly(server))
                 gc.freeze()  # what the master holds stays shared with the workers
                 code = _serve(server, lambda: boot.load(plan.app))
     finally:
@@ -159,6 +157,13 @@ def serve_granian(plan: Plan) -> int:
         raise ConfigError(boot.failure.removeprefix("servekit: error: "), option="app")
     get_logger().info("stopped", pid=os.getpid())
     return code
+
+
+def _stop_quietly(server: Any) -> None:
+    """The app failed to load: stop, without granian's lines about the workers it
+    respawns and stops (the master prints the one error line afterwards)."""
+    mute_granian_logging()
+    server.stop_gracefully("app failed")
 
 
 def _serve(server: Any, loader: Callable[[], Any]) -> int:

@@ -92,7 +92,8 @@ class Stopper:
                 return
             self.started = True
         self.metering.draining()
-        get_logger().info("stopping", signal=why, graceful_timeout=round(self.graceful))
+        if why != "app failed":  # that stop ends with the error line alone
+            get_logger().info("stopping", signal=why, graceful_timeout=round(self.graceful))
         close_gate(self.listener)
         thread = threading.Thread(
             target=self._drain, args=(server, then), name="servekit-drain", daemon=True
