@@ -220,6 +220,7 @@ class _HeaderTimeout(BaseModel):
         "silence limit.",
         gt=0,
         le=3600,
+        allow_inf_nan=False,
     )
 
 

@@ -404,3 +404,20 @@ class TestExposedDevServer:
         assert resolve(None, "threaded", environ={}, cpus=1).warnings == ()
         assert resolve(None, "dev", environ={}, cpus=1, bind="unix:/tmp/x.sock").warnings == ()
         assert resolve(None, "gthread", environ={}, cpus=1, host="0.0.0.0").warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("fast", "is not a number"),
+        ("0", "is not above 0"),
+        ("nan", "is not a finite number"),
+        ("inf", "is not a finite number"),
+        ("9999", "is above the maximum 3600"),
+    ],
+)
+def test_seconds_option_errors_are_servekits_words(value: str, words: str) -> None:
+    """A bad header_timeout from the environment: servekit's wording, naming the variable."""
+    err = error("gthread", {"SERVEKIT_HEADER_TIMEOUT": value})
+    assert err.option == "header_timeout" and "SERVEKIT_HEADER_TIMEOUT" in err.message
+    assert words in err.message, err.message
