@@ -18,7 +18,7 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from servekit.backends.gunicorn.workers.drain import StopClock
-from servekit.backends.gunicorn.workers.limits import PacedAsync
+from servekit.backends.gunicorn.workers.paced import PacedAsync
 
 __all__ = ["GeventWorker"]
 

@@ -28,7 +28,7 @@ from servekit.backends.gunicorn.workers.eventlet.green import (
     PatchLogHandler,
     green_sendfile,
 )
-from servekit.backends.gunicorn.workers.limits import PacedAsync
+from servekit.backends.gunicorn.workers.paced import PacedAsync
 
 if TYPE_CHECKING:
     import ssl
