@@ -19,6 +19,7 @@ from tests.conftest import (
     burst,
     children_of,
     get,
+    read_response,
     run_cli,
     start_logged,
     stop_logged,
@@ -312,13 +313,13 @@ def test_gthread_kept_alive_head_has_the_head_deadline(serve_app: Any) -> None:
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
-        first = sock.recv(65536)
+        first = read_response(sock)
         assert first.startswith(b"HTTP/1.1 200"), first
         time.sleep(0.5)
         for byte in request:
             sock.send(bytes([byte]))
             time.sleep(3.0 / len(request))
-        second = sock.recv(65536)
+        second = read_response(sock)
     assert second.startswith(b"HTTP/1.1 200"), second
 
 
