@@ -53,6 +53,16 @@ _CLOSE_DRAIN = 65536
 #: at most this many connections wait for their heads per worker; past it the oldest goes
 _MAX_WAITING = 1000
 
+def _recv_now(sock: Any, size: int) -> bytes | None:
+    """What a non-blocking socket has (b"": closed or failed; None: nothing yet)."""
+    try:
+        return socket.socket.recv(sock, size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignore[misc]
     """``threads`` requests at once, as gunicorn's; request heads are read on the
     poller (see the module); on a graceful stop of the whole server it keeps accepting
@@ -151,12 +161,9 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
 
     def _read_head(self, conn: HeadConn) -> None:
         """Read what the client sent; hand a ready head to the pool."""
-        try:
-            data = socket.socket.recv(conn.sock, 65536)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_now(conn.sock, 65536)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop(conn, None, None)
             return
@@ -294,12 +301,9 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
     def _on_closing(self, conn: HeadConn, _sock: Any) -> None:
         if conn not in self._closing:
             return
-        try:
-            data = socket.socket.recv(conn.sock, 4096)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_now(conn.sock, 4096)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.head += data
         if not data or len(conn.head) >= _CLOSE_DRAIN:
             self._closed(conn)
