@@ -333,7 +333,10 @@ def check(row: dict[str, Any], strategy: str, margin: float = MARGIN) -> None:
         assert longest is not None, (kind, summary)
         assert longest <= deadline(kind, strategy) + margin, (kind, summary)
     heads = row["first_reply"]["head"]
-    assert any(reply.startswith(b"HTTP/1.1 408") for reply in heads), summary
+    if strategy != "dev" or heads:
+        # dev serves one connection at a time: a head attacker may never get its turn
+        # during the attack (dev's 408 is checked alone in test_werkzeug_deadlines)
+        assert any(reply.startswith(b"HTTP/1.1 408") for reply in heads), summary
     assert "Closing connection from" in row["log"]
 
 
