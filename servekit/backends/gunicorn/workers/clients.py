@@ -29,7 +29,10 @@ socket error it is (gunicorn logs it and closes the connection).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import math
+import select
 import socket
 import struct
 import time
@@ -39,6 +42,7 @@ from typing import Any
 from gunicorn.http.errors import NoMoreData
 
 from servekit.backends.gunicorn.workers.limits import Cut, Limits, Pace
+from servekit.backends.gunicorn.workers.slots import Slots
 
 __all__ = ["ClientLimit", "TimedClientSocket", "quantum"]
 
@@ -48,18 +52,42 @@ _NO_TIMEOUT = bytes(struct.calcsize("@ll"))
 class TimedClientSocket(socket.socket):
     """A client connection whose blocking reads and writes keep :class:`~.limits.Pace`'s
     deadlines: the kernel ends each wait after a short quantum, and the deadlines are
-    checked then and after every read."""
+    checked then and after every read.
 
-    __slots__ = ("limit", "pace")
+    While a pool thread serves it, :attr:`slots` is the worker's
+    :class:`~.slots.Slots`: a read that finds nothing yet, or a write the client's window
+    cannot take at once, waits with the thread's slot given back.
+    """
+
+    __slots__ = ("limit", "pace", "slots")
     limit: float
     pace: Pace | None
+    slots: Slots | None
 
-    def _timed_read(self, call: Callable[[], Any], size: Callable[[Any], int]) -> Any:
+    def _timed_read(self, call: Callable[[int], Any], size: Callable[[Any], int], flags: int) -> Any:
+        slots = self.slots
+        if slots is not None and self.gettimeout() is None:
+            try:
+                result = call(flags | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass  # nothing yet: wait for the client without the slot
+            else:
+                if self.pace is not None:
+                    self._account(self.pace, size(result), 0.0, time.monotonic())
+                return result
+            if slots.step_away():
+                try:
+                    return self._waiting_read(call, size, flags)
+                finally:
+                    slots.step_back()
+        return self._waiting_read(call, size, flags)
+
+    def _waiting_read(self, call: Callable[[int], Any], size: Callable[[Any], int], flags: int) -> Any:
         pace = self.pace
         while True:
             start = time.monotonic()
             try:
-                result = call()
+                result = call(flags)
             except BlockingIOError:
                 if self.gettimeout() is not None:
                     raise  # a non-blocking read that found nothing: not a timeout
@@ -93,47 +121,72 @@ class TimedClientSocket(socket.socket):
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """``socket.recv`` within the request's deadlines."""
         data: bytes = self._timed_read(
-            lambda: super(TimedClientSocket, self).recv(bufsize, flags), len
+            lambda f: super(TimedClientSocket, self).recv(bufsize, f), len, flags
         )
         return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """``socket.recv_into`` within the request's deadlines."""
         got: int = self._timed_read(
-            lambda: super(TimedClientSocket, self).recv_into(buffer, nbytes, flags), int
+            lambda f: super(TimedClientSocket, self).recv_into(buffer, nbytes, f), int, flags
         )
         return got
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        """``socket.sendall``; the client must take it within the write timeout."""
+        """``socket.sendall``; the client must take it within the write timeout, waited
+        for exactly (each wait is a ``poll`` for what is left of it) and, on a pool thread,
+        without the thread's slot."""
         if self.gettimeout() is not None:
             super().sendall(data, flags)
             return
         view = memoryview(data).cast("B")
         deadline = time.monotonic() + self.limit if self.limit > 0 else None
-        while view:
-            try:
-                sent = self.send(view, flags)
-            except BlockingIOError:
-                sent = 0
-            view = view[sent:]
-            if view and deadline is not None and time.monotonic() >= deadline:
-                pace = self.pace
-                if pace is None:
-                    raise BlockingIOError(errno.EAGAIN, "the client did not read the response")
-                cut = pace.write_missed()
-                self._end(None)
-                raise cut
+        poller: select.poll | None = None
+        slots = self.slots
+        away = False
+        try:
+            while view:
+                with contextlib.suppress(BlockingIOError):
+                    view = view[self.send(view, flags | socket.MSG_DONTWAIT) :]
+                if not view:
+                    return
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise self._write_missed()
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(self, select.POLLOUT)
+                    away = slots is not None and slots.step_away()
+                if not poller.poll(None if left is None else max(1, math.ceil(left * 1000))):
+                    raise self._write_missed()  # no room for the write all this time
+        finally:
+            if away:
+                assert slots is not None
+                slots.step_back()
+
+    def _write_missed(self) -> Exception:
+        pace = self.pace
+        if pace is None:
+            return BlockingIOError(errno.EAGAIN, "the client did not read the response")
+        cut = pace.write_missed()
+        self._end(None)
+        return cut
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
-        """``socket.sendfile`` with the limit on each wait (``TimeoutError`` when it runs out)."""
+        """``socket.sendfile`` with the limit on each wait (``TimeoutError`` when it runs
+        out), without the thread's slot (no app code runs meanwhile)."""
         if self.gettimeout() is not None:
             return super().sendfile(file, offset, count)
+        slots = self.slots
+        away = slots is not None and slots.step_away()
         self.settimeout(self.limit or None)
         try:
             return super().sendfile(file, offset, count)
         finally:
             self.settimeout(None)
+            if away:
+                assert slots is not None
+                slots.step_back()
 
 
 class _TlsClientSocket(socket.socket):
@@ -222,6 +275,7 @@ class ClientLimit:
         client = TimedClientSocket(listener.family, listener.type, listener.proto, fileno=fd)
         client.limit = self.seconds
         client.pace = None
+        client.slots = None
         if self.limits is not None:
             client.pace = Pace(self.limits, self.log, addr, self.seconds)
         if socket.getdefaulttimeout() is not None:  # the app set one; not for this socket

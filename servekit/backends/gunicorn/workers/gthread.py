@@ -24,12 +24,14 @@ import selectors
 import socket
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
-from servekit.backends.gunicorn.workers.clients import ClientLimit
+from servekit.backends.gunicorn.workers.clients import ClientLimit, TimedClientSocket
+from servekit.backends.gunicorn.workers.closing import ClosesOnPoller, recv_now
 from servekit.backends.gunicorn.workers.drain import RETRY_ACCEPT_ERRNOS, StopClock
 from servekit.backends.gunicorn.workers.heads import HeadConn
 from servekit.backends.gunicorn.workers.limits import (
@@ -39,6 +41,7 @@ from servekit.backends.gunicorn.workers.limits import (
     begin_body,
     current,
 )
+from servekit.backends.gunicorn.workers.slots import Slots
 
 __all__ = ["ThreadWorker"]
 
@@ -47,23 +50,10 @@ _IDLE_POLL_SECONDS = 0.01
 _GRACE = 0.05
 #: seconds connections waiting for a head are kept once a graceful stop begins
 _STOP_LINGER = 2.0
-#: a graceful close waits this long for the client's own close, reading at most _CLOSE_DRAIN
-_CLOSE_LINGER = 2.0
-_CLOSE_DRAIN = 65536
 #: at most this many connections wait for their heads per worker; past it the oldest goes
 _MAX_WAITING = 1000
 
-def _recv_now(sock: Any, size: int) -> bytes | None:
-    """What a non-blocking socket has (b"": closed or failed; None: nothing yet)."""
-    try:
-        return socket.socket.recv(sock, size)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError:
-        return b""
-
-
-class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignore[misc]
+class ThreadWorker(StopClock, Refuses413, ClosesOnPoller, _GunicornThreadWorker):  # type: ignore[misc]
     """``threads`` requests at once, as gunicorn's; request heads are read on the
     poller (see the module); on a graceful stop of the whole server it keeps accepting
     while it has a free thread, until the listen queue stays empty.
@@ -79,15 +69,15 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         self._drained = False
         #: connections whose heads are read on the poller (counted in ``nr_conns`` too)
         self._waiting: dict[HeadConn, bool] = {}
-        #: connections closed gracefully, waiting on the poller for the client's close
-        #: (counted in ``nr_conns``, not as busy)
-        self._closing: dict[HeadConn, bool] = {}
         #: new connections in ``_waiting``, oldest first, while they count as busy
         self._young: deque[HeadConn] = deque()
         self._reads_heads = not self.cfg.is_ssl
+        #: the request slots (None with TLS: a thread then keeps its slot, as gunicorn's)
+        self._slots: Slots | None = None
         if self._reads_heads:
             # a kept-alive connection waits on the poller, not in a thread's slot
             self.max_keepalived = _MAX_WAITING
+            self._slots = Slots(max(1, int(self.cfg.threads)), self._wake_gate)
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -136,7 +126,8 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
         """Connections that hold or wait for a thread (young heads included)."""
         self._prune_young()
         held = len(self._waiting) + len(self._closing)
-        return int(self.nr_conns) - held + len(self._young)
+        away = self._slots.away if self._slots is not None else 0
+        return int(self.nr_conns) - held - away + len(self._young)
 
     def _gate(self) -> None:
         """Accept while a thread is free (``worker_connections`` is the thread count)."""
@@ -161,7 +152,7 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
 
     def _read_head(self, conn: HeadConn) -> None:
         """Read what the client sent; hand a ready head to the pool."""
-        data = _recv_now(conn.sock, 65536)
+        data = recv_now(conn.sock, 65536)
         if data is None:
             return
         if not data:
@@ -279,49 +270,6 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
                 # bytes of that head already read ahead: late, it is a 408, not a silence
                 pace.head_bytes = len(conn.parser.unreader.buf.getvalue())
 
-    # -- graceful closes on the poller ---------------------------------------------------
-
-    def _close_later(self, conn: HeadConn) -> None:
-        """gunicorn's graceful close (send FIN, read what the client still sends, up to
-        2 s and 64 KiB, then close), waiting on the poller instead of the main thread."""
-        sock = conn.sock
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            sock.setblocking(False)
-            self.poller.register(sock, selectors.EVENT_READ, partial(self._on_closing, conn))
-        except (OSError, ValueError, KeyError):
-            conn.closer = None
-            conn.close()
-            return
-        conn.expires = time.monotonic() + _CLOSE_LINGER
-        conn.head.clear()
-        self._closing[conn] = True
-        self.nr_conns += 1  # gunicorn counted it out: held until closed (a stop waits)
-
-    def _on_closing(self, conn: HeadConn, _sock: Any) -> None:
-        if conn not in self._closing:
-            return
-        data = _recv_now(conn.sock, 4096)
-        if data is None:
-            return
-        conn.head += data
-        if not data or len(conn.head) >= _CLOSE_DRAIN:
-            self._closed(conn)
-
-    def _closed(self, conn: HeadConn) -> None:
-        if self._closing.pop(conn, False) is False:
-            return
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self.poller.unregister(conn.sock)
-        self.nr_conns -= 1
-        conn.closer = None
-        conn.close()
-
-    def _expire_closing(self) -> None:
-        now = time.monotonic()
-        for conn in [c for c in self._closing if c.expires <= now]:
-            self._closed(conn)
-
     # -- serving -------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -334,6 +282,36 @@ class ThreadWorker(StopClock, Refuses413, _GunicornThreadWorker):  # type: ignor
             log=self.log,
         )
         super().run()
+
+    def get_thread_pool(self) -> Any:
+        """gunicorn's pool, with room for the requests that wait on their clients
+        without a slot (:mod:`.slots`)."""
+        if self._slots is None:
+            return super().get_thread_pool()
+        threads = max(1, int(self.cfg.threads))
+        return ThreadPoolExecutor(max_workers=threads + self._slots.away_max)
+
+    def handle(self, conn: Any) -> Any:
+        """gunicorn's, in one of the ``threads`` slots; waits on the client give it back."""
+        slots = self._slots
+        if slots is None:
+            return super().handle(conn)
+        slots.take()
+        sock = conn.sock
+        if isinstance(sock, TimedClientSocket):
+            sock.slots = slots
+        try:
+            return super().handle(conn)
+        finally:
+            if isinstance(sock, TimedClientSocket):
+                sock.slots = None
+            slots.give()
+
+    def _wake_gate(self) -> None:
+        """A thread gave its slot back to wait on its client (on that thread): if the
+        worker stopped accepting, the main loop looks at the threads again at once."""
+        if not self._accepting:
+            self.method_queue.defer(self._gate)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         """gunicorn's, once a declared body over ``max_body_size`` is refused (413)."""

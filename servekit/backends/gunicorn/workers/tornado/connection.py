@@ -22,6 +22,7 @@ from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import MAX_HEADERS, MAX_REQUEST_LINE, Request
 
 from servekit.backends.gunicorn.workers.limits import REPLY_408, Pace, current
+from servekit.backends.gunicorn.workers.slots import wait_away
 from servekit.backends.gunicorn.workers.tornado.bridge import BodySource, ClientGone, ClientSocket
 
 if TYPE_CHECKING:
@@ -281,7 +282,7 @@ class Connection(asyncio.Protocol):
             left = max(0.0, deadline - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
         future = asyncio.run_coroutine_threadsafe(self.receive(size, timeout), self._loop)
-        return future.result()
+        return wait_away(future, self._server.slots, waits=not self._buffer)
 
     # -- bytes out ------------------------------------------------------------------------
 
@@ -323,7 +324,8 @@ class Connection(asyncio.Protocol):
 
     def send_from_thread(self, data: bytes) -> None:
         """:meth:`send`, called from a pool thread."""
-        asyncio.run_coroutine_threadsafe(self.send(data), self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(self.send(data), self._loop)
+        wait_away(future, self._server.slots, waits=self._drained is not None)
 
     def write_now(self, data: bytes) -> None:
         """Queue ``data`` without waiting (on the loop's thread: error pages)."""

@@ -21,6 +21,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 
 from servekit.backends.gunicorn.workers.limits import begin_body
+from servekit.backends.gunicorn.workers.slots import Slots
 from servekit.backends.gunicorn.workers.tornado.bridge import ClientGone
 
 if TYPE_CHECKING:
@@ -97,9 +98,11 @@ class Container:
         worker: the gunicorn worker (its ``cfg``, ``log`` and ``handle_error``).
     """
 
-    def __init__(self, app: WSGIApplication, worker: Any) -> None:
+    def __init__(self, app: WSGIApplication, worker: Any, slots: Slots | None = None) -> None:
         self._app = app
         self._worker = worker
+        #: ``threads`` slots: at most that many requests in the app at once (see .slots)
+        self.slots = slots
         self._multithread = int(worker.cfg.threads) > 1
 
     def __call__(self, req: Any, connection: Connection, keep_alive: bool) -> tuple[bool, bytes]:
@@ -115,6 +118,16 @@ class Container:
             Whether the connection can take another request, and the end of the response
             still to be written by the loop (a body the app returned whole, as a list).
         """
+        slots = self.slots
+        if slots is None:
+            return self._serve(req, connection, keep_alive)
+        slots.take()
+        try:
+            return self._serve(req, connection, keep_alive)
+        finally:
+            slots.give()
+
+    def _serve(self, req: Any, connection: Connection, keep_alive: bool) -> tuple[bool, bytes]:
         worker = self._worker
         resp: Any = None
         environ: dict[str, Any] = {}

@@ -97,6 +97,8 @@ class DrainingServer(HTTPServer):
         super().initialize(app, idle_connection_timeout=head_timeout, **kwargs)
         self.worker = worker
         self.container = app if isinstance(app, Container) else None
+        #: the WSGI requests' slots: those waiting on their clients do not count as load
+        self.slots = self.container.slots if self.container is not None else None
         self.executor = executor
         self.head_timeout = head_timeout
         self.silence_limit = silence_limit
@@ -160,7 +162,8 @@ class DrainingServer(HTTPServer):
 
     def load(self) -> int:
         """Requests being served or just about to be (what counts against the threads)."""
-        return self.in_flight() + self.awaiting_first_request()
+        away = self.slots.away if self.slots is not None else 0
+        return self.in_flight() - away + self.awaiting_first_request()
 
     def drain_load(self) -> int:
         """What a drain waits for: requests in flight, and connections accepted in the

@@ -22,6 +22,7 @@ from servekit.backends.gunicorn.workers.drain import (
     server_stopping,
 )
 from servekit.backends.gunicorn.workers.limits import Refuses413, current
+from servekit.backends.gunicorn.workers.slots import Slots
 from servekit.backends.gunicorn.workers.tornado.container import Container
 from servekit.backends.gunicorn.workers.tornado.server import DrainingServer
 
@@ -63,8 +64,17 @@ class TornadoWorker(StopClock, Refuses413, gtornado.TornadoWorker):  # type: ign
         app = self.wsgi
         if isinstance(app, (WSGIContainer, tornado.web.Application)):
             return app, None
-        executor = ThreadPoolExecutor(self._threads(), thread_name_prefix="servekit-wsgi")
-        return Container(app, self), executor
+        # Room for the requests that wait on their clients without a slot (.slots).
+        threads = self._threads()
+        loop = asyncio.get_running_loop()
+        slots = Slots(threads, lambda: loop.call_soon_threadsafe(self._slot_freed))
+        executor = ThreadPoolExecutor(threads + slots.away_max, thread_name_prefix="servekit-wsgi")
+        return Container(app, self, slots), executor
+
+    def _slot_freed(self) -> None:
+        server = getattr(self, "server", None)
+        if isinstance(server, DrainingServer):
+            server.update_accepting()
 
     def _head_timeout(self) -> float | None:
         # The deadline of a request head, from the accept or the previous response

@@ -1,0 +1,94 @@
+"""The request slots of a threaded worker (gthread, tornado): ``threads`` of them, and a
+thread that waits on its client gives its slot back while it waits.
+
+A pool thread that serves a slow upload, or writes to a client that reads slowly, spends
+its time waiting for the client, not running the app. Holding one of the worker's
+``threads`` slots meanwhile lets a few such clients take the whole capacity. Here the
+pool has up to :data:`AWAY_MAX` threads more than ``threads``; a thread about to wait on
+its client *steps away* (its slot goes to the next request) and takes a slot again before
+it goes on with the app. At most ``threads`` requests run app code at once, as before;
+at most :data:`AWAY_MAX` more wait on their clients, each within its deadlines (past
+that number a waiting thread keeps its slot, as without this).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+__all__ = ["AWAY_MAX", "Slots", "wait_away"]
+
+#: per worker, how many requests may wait on their clients without holding a slot
+AWAY_MAX = 256
+#: how long :func:`wait_away` waits with the slot before it steps away
+_STEP_AWAY_AFTER = 0.02
+
+
+class Slots:
+    """``threads`` request slots, and the count of requests that stepped away from theirs.
+
+    Args:
+        threads: the slots (the worker's ``threads``).
+        wake: called (on the stepping thread) after a slot was given back by a thread
+            that waits on its client, so that the worker can accept again at once.
+        away_max: at most this many requests are away at once.
+    """
+
+    __slots__ = ("_free", "_lock", "_wake", "away", "away_max")
+
+    def __init__(self, threads: int, wake: Callable[[], object], away_max: int = AWAY_MAX) -> None:
+        self._free = threading.Semaphore(threads)
+        self._lock = threading.Lock()
+        self._wake = wake
+        #: requests waiting on their clients without a slot (read on the worker's loop)
+        self.away = 0
+        self.away_max = away_max
+
+    def take(self) -> None:
+        """Wait for a free slot (a request begins, or comes back from its client)."""
+        self._free.acquire()
+
+    def give(self) -> None:
+        """Give a slot back (the request ended)."""
+        self._free.release()
+
+    def step_away(self) -> bool:
+        """The calling thread is about to wait on its client: give its slot to the next
+        request. False (the slot is kept) when :attr:`away_max` requests are away already."""
+        with self._lock:
+            if self.away >= self.away_max:
+                return False
+            self.away += 1
+        self._free.release()
+        self._wake()
+        return True
+
+    def step_back(self) -> None:
+        """The wait on the client is over: take a slot again before the app goes on."""
+        with self._lock:
+            self.away -= 1
+        self._free.acquire()
+
+
+def wait_away(future: Future[_T], slots: Slots | None, *, waits: bool) -> _T:
+    """The result of ``future`` (work on the client's connection, done by the event loop),
+    waited for without the calling thread's slot when it takes long: at once when the
+    caller knows the client is behind (``waits``), else after a short moment."""
+    if slots is None:
+        return future.result()
+    if not waits:
+        try:
+            return future.result(_STEP_AWAY_AFTER)
+        except FutureTimeout:
+            pass
+    away = slots.step_away()
+    try:
+        return future.result()
+    finally:
+        if away:
+            slots.step_back()
