@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,16 +48,16 @@ GUNICORN = list(CONFIGS)
 #: the capacity of the cooperative configs is 1000; their N in the default run is 4
 COOPERATIVE_N = 4
 ATTACK_SECONDS = 7.0
-#: the fraction of good requests served that is asserted. gthread and tornado do not meet
-#: the 90 % goal under the mixed attack: a slow upload or a slow reader holds a pool thread
-#: until its deadline (RELIABILITY.md has the measured figures); their deadlines and
-#: descriptors are asserted all the same, and heads alone take no capacity (below).
+#: the fraction of good requests served that is asserted: the issue's 90 % goal where a
+#: slow client does not take capacity (gthread and tornado: a request waiting on its
+#: client gives its thread slot back); where one connection is a worker (sync, dev,
+#: processes) the deadlines only bound the damage, and recovery is asserted instead
 GOAL = {
     "sync": 0.0,
-    "gthread": 0.0,
+    "gthread": 0.9,
     "gevent": 0.9,
     "eventlet": 0.9,
-    "tornado": 0.0,
+    "tornado": 0.9,
     "threaded": 0.9,
     "dev": 0.0,
     "processes": 0.0,
@@ -71,7 +72,7 @@ WERKZEUG_ATTACKED: dict[str, dict[str, Any]] = {
 WERKZEUG_WRITE = 10.0
 #: strategies where slow connections still take capacity, so that an attacker waits in
 #: the listen queue and its lifetime seen from the client includes that wait
-QUEUES = {"sync", "gthread", "tornado", "dev", "processes"}
+QUEUES = {"sync", "dev", "processes"}
 #: how late a close may come after its deadline (the deadlines' quantum, scheduling)
 MARGIN = 1.5
 KINDS = ("head", "body", "reader", "idle")
@@ -371,6 +372,46 @@ def test_slow_heads_and_idle_connections_take_no_capacity(serve_app: Any) -> Non
             assert longest <= deadline(kind, strategy) + MARGIN, (kind, summary)
         heads = row["first_reply"]["head"]
         assert any(reply.startswith(b"HTTP/1.1 408") for reply in heads), summary
+
+
+SLOTTED = ("gthread", "tornado")
+
+
+def _slow_work(port: int, replies: list[bytes]) -> None:
+    """POST /work with a 10-byte body trickled over a second; keep the response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /work HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        for _ in range(10):
+            time.sleep(0.1)
+            sock.sendall(b"x")
+        replies.append(read_response(sock))
+
+
+def test_uploads_wait_without_a_slot_and_the_app_runs_threads_at_once(serve_app: Any) -> None:
+    """gthread and tornado, one worker of 2 threads, 6 uploads trickled over a second: a
+    good request during the trickle is answered at once (the uploads wait on their
+    clients without a thread slot), all 6 are served, and no more than 2 requests ever
+    ran app code at the same time (an upload takes a slot again before the app goes on)."""
+    servers = {
+        name: serve_app(strategy=name, workers=1, threads=2, access_log=False) for name in SLOTTED
+    }
+    for name, server in servers.items():
+        port = _port(server)
+        replies: list[bytes] = []
+        uploads = [threading.Thread(target=_slow_work, args=(port, replies)) for _ in range(6)]
+        for thread in uploads:
+            thread.start()
+        time.sleep(0.4)
+        began = time.monotonic()
+        with urllib.request.urlopen(server.url + "/", timeout=5) as resp:
+            assert resp.read() == b"ok"
+        waited = time.monotonic() - began
+        for thread in uploads:
+            thread.join(20)
+        assert waited < 0.5, (name, waited)  # not behind the uploads (they end after 1 s)
+        assert len(replies) == 6 and all(r.endswith(b"worked") for r in replies), (name, replies)
+        with urllib.request.urlopen(server.url + "/most-at-once", timeout=5) as resp:
+            assert resp.read() == b"2", name
 
 
 @pytest.mark.heavy

@@ -1,11 +1,14 @@
 """Test app: ``/sleep?s=`` waits (cooperatively once patched), ``/pid``, ``/patched``, ``/big``,
-``/huge`` (64 MiB streamed), ``/upload`` (reads the body, answers its length)."""
+``/huge`` (64 MiB streamed), ``/upload`` (reads the body, answers its length), ``/work``
+(reads the body, then works 0.3 s) and ``/most-at-once`` (how many ``/work`` requests
+worked at the same time at most in this process)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,6 +32,20 @@ def _socket_patched() -> bool:
 #: whether the standard library was already patched when this module was imported
 PATCHED_AT_IMPORT = _socket_patched()
 
+_working_lock = threading.Lock()
+_working = [0, 0]  # now, most at once
+
+
+def _work(seconds: float) -> None:
+    with _working_lock:
+        _working[0] += 1
+        _working[1] = max(_working)
+    try:
+        time.sleep(seconds)
+    finally:
+        with _working_lock:
+            _working[0] -= 1
+
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Answer the test paths."""
@@ -49,6 +66,12 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         chunk = b"x" * 65536
         start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(1 << 26))])
         return (chunk for _ in range(1024))
+    elif path == "/work":
+        environ["wsgi.input"].read()
+        _work(0.3)
+        body = b"worked"
+    elif path == "/most-at-once":
+        body = str(_working[1]).encode()
     elif path == "/upload":
         body = str(len(environ["wsgi.input"].read())).encode()
     elif path == "/":
