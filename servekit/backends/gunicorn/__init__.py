@@ -88,10 +88,11 @@ class Gthread(_Gunicorn):
     config: ClassVar[type[StrategyConfig]] = GthreadConfig
     worker_class: ClassVar[str | None] = "servekit.backends.gunicorn.workers.gthread.ThreadWorker"
     advice: ClassVar[str | None] = (
-        "request heads are awaited without a thread, but each request holds one while "
-        "its body is read and its response written (bounded by body_min_rate and "
-        "timeout), so slow uploads and slow readers can take the capacity meanwhile: "
-        "where untrusted clients reach it, put a buffering proxy (e.g. nginx) in front"
+        "request heads are awaited without a thread, and a request waiting on its client "
+        "(a slow upload or reader) gives its thread slot back, up to 256 per worker, "
+        "within body_min_rate and timeout; with certfile each TLS connection holds a "
+        "thread while its client is slow: terminate TLS in a proxy where untrusted "
+        "clients reach it"
     )
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
 
@@ -169,9 +170,9 @@ class Tornado(_Gunicorn):
     packages: ClassVar[tuple[str, ...]] = ("tornado>=6.3",)
     per_worker: ClassVar[tuple[str, str] | None] = ("thread", "threads")
     advice: ClassVar[str | None] = (
-        "request heads are read on the event loop, but a client that reads its response "
-        "slowly holds a pool thread until the write deadline (timeout): where untrusted "
-        "clients reach it, put a buffering proxy (e.g. nginx) in front"
+        "request heads are read on the event loop, and a request waiting on its client "
+        "(a slow upload or reader) gives its thread slot back, up to 256 per worker, "
+        "within body_min_rate and timeout"
     )
 
     def defaults(self, cpus: int) -> dict[str, Any]:

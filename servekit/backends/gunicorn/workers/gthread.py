@@ -8,7 +8,7 @@ request head: a client that trickles its head, or sends nothing, holds a thread 
 of servekit's ``worker_connections = threads`` slots) until its deadline, so a handful of
 such clients takes the server's whole capacity. Here the worker's own poller reads each
 head without a thread: a connection goes to the pool once its head is complete, and
-counts against the threads from then on (and for its first ``_GRACE`` seconds, so that
+counts against the threads from then on (and for its first ``_GRACE`` seconds while it sent nothing, so that
 a burst of new connections still spreads over the workers as the cap intends). The
 deadlines are those of :class:`~.limits.Pace`: a head not complete ``header_timeout``
 seconds after the accept, or after the previous response, gets ``408`` (a quiet close when
@@ -47,7 +47,7 @@ __all__ = ["ThreadWorker"]
 
 _IDLE_POLL_SECONDS = 0.01
 #: seconds a new connection counts against the threads while its head is still awaited
-_GRACE = 0.05
+_GRACE = 0.01
 #: seconds connections waiting for a head are kept once a graceful stop begins
 _STOP_LINGER = 2.0
 #: at most this many connections wait for their heads per worker; past it the oldest goes
@@ -127,7 +127,9 @@ class ThreadWorker(StopClock, Refuses413, ClosesOnPoller, _GunicornThreadWorker)
         self._prune_young()
         held = len(self._waiting) + len(self._closing)
         away = self._slots.away if self._slots is not None else 0
-        return int(self.nr_conns) - held - away + len(self._young)
+        # a young connection that sent nothing yet (one that did is a head under way)
+        silent = sum(1 for conn in self._young if not conn.head)
+        return int(self.nr_conns) - held - away + silent
 
     def _gate(self) -> None:
         """Accept while a thread is free (``worker_connections`` is the thread count)."""

@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TypeVar
 
-_T = TypeVar("_T")
-
-__all__ = ["AWAY_MAX", "Slots", "wait_away"]
+__all__ = ["AWAY_MAX", "Away", "Slots"]
 
 #: per worker, how many requests may wait on their clients without holding a slot
 AWAY_MAX = 256
-#: how long :func:`wait_away` waits with the slot before it steps away
-_STEP_AWAY_AFTER = 0.02
 
 
 class Slots:
@@ -75,20 +68,24 @@ class Slots:
         self._free.acquire()
 
 
-def wait_away(future: Future[_T], slots: Slots | None, *, waits: bool) -> _T:
-    """The result of ``future`` (work on the client's connection, done by the event loop),
-    waited for without the calling thread's slot when it takes long: at once when the
-    caller knows the client is behind (``waits``), else after a short moment."""
-    if slots is None:
-        return future.result()
-    if not waits:
-        try:
-            return future.result(_STEP_AWAY_AFTER)
-        except FutureTimeout:
-            pass
-    away = slots.step_away()
-    try:
-        return future.result()
-    finally:
-        if away:
-            slots.step_back()
+class Away:
+    """A pool thread's wait on work its event loop does on the client's connection: the
+    loop calls :meth:`now` when that work is about to wait on the client (the thread's
+    slot goes to the next request), the thread calls :meth:`back` once it has the result."""
+
+    __slots__ = ("slots", "stepped")
+
+    def __init__(self, slots: Slots | None) -> None:
+        self.slots = slots
+        self.stepped = False
+
+    def now(self) -> None:
+        """On the loop: the client is behind; give the waiting thread's slot away."""
+        if not self.stepped and self.slots is not None:
+            self.stepped = self.slots.step_away()
+
+    def back(self) -> None:
+        """On the thread: the wait is over; take a slot again if it was given away."""
+        if self.stepped and self.slots is not None:
+            self.stepped = False
+            self.slots.step_back()

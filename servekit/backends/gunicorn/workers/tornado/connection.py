@@ -22,7 +22,7 @@ from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import MAX_HEADERS, MAX_REQUEST_LINE, Request
 
 from servekit.backends.gunicorn.workers.limits import REPLY_408, Pace, current
-from servekit.backends.gunicorn.workers.slots import wait_away
+from servekit.backends.gunicorn.workers.slots import Away
 from servekit.backends.gunicorn.workers.tornado.bridge import BodySource, ClientGone, ClientSocket
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class Connection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._tls = False
+        self._heard = False
         self._line_limit, self._headers_limit = _head_limits(self._cfg)
         self._read_limit = self._line_limit + self._headers_limit + _READ_SLACK
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -182,6 +183,9 @@ class Connection(asyncio.Protocol):
             if remaining is not None and remaining <= 0:
                 self._late(number, timeout)
                 return None
+            if self._buffer and not self._heard:
+                self._heard = True  # part of a head, the rest still to come
+                self._server.heard(self)
             try:
                 await self._wait_for_data(remaining)
             except ClientGone:
@@ -255,8 +259,9 @@ class Connection(asyncio.Protocol):
         finally:
             self._readable = None
 
-    async def receive(self, size: int, timeout: float | None) -> bytes:
+    async def receive(self, size: int, timeout: float | None, away: Away | None = None) -> bytes:
         """Up to ``size`` bytes from the client; ``b""`` once it has sent all it will.
+        A wait for them tells ``away`` (the waiting pool thread gives its slot away).
 
         Raises:
             ClientGone: the connection was lost, or the client was silent ``timeout`` seconds.
@@ -266,6 +271,8 @@ class Connection(asyncio.Protocol):
                 raise ClientGone(errno.ECONNRESET, "connection lost")
             if self._eof:
                 return b""
+            if away is not None:
+                away.now()
             await self._wait_for_data(timeout)
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
@@ -281,13 +288,18 @@ class Connection(asyncio.Protocol):
         if deadline is not None:
             left = max(0.0, deadline - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
-        future = asyncio.run_coroutine_threadsafe(self.receive(size, timeout), self._loop)
-        return wait_away(future, self._server.slots, waits=not self._buffer)
+        away = Away(self._server.slots)
+        future = asyncio.run_coroutine_threadsafe(self.receive(size, timeout, away), self._loop)
+        try:
+            return future.result()
+        finally:
+            away.back()
 
     # -- bytes out ------------------------------------------------------------------------
 
-    async def send(self, data: bytes) -> None:
-        """Write ``data`` and wait until the kernel has taken all of it.
+    async def send(self, data: bytes, away: Away | None = None) -> None:
+        """Write ``data`` and wait until the kernel has taken all of it (a wait tells
+        ``away``, as for :meth:`receive`).
 
         Raises:
             ClientGone: the connection is closed, or the client read nothing for the
@@ -297,6 +309,8 @@ class Connection(asyncio.Protocol):
         if self.lost or transport is None or transport.is_closing():
             raise ClientGone(errno.EPIPE, "connection closed")
         transport.write(data)
+        if away is not None and self._drained is not None:
+            away.now()
         if not await self._flushed():
             raise ClientGone(errno.EPIPE, "connection lost while sending")
 
@@ -324,8 +338,12 @@ class Connection(asyncio.Protocol):
 
     def send_from_thread(self, data: bytes) -> None:
         """:meth:`send`, called from a pool thread."""
-        future = asyncio.run_coroutine_threadsafe(self.send(data), self._loop)
-        wait_away(future, self._server.slots, waits=self._drained is not None)
+        away = Away(self._server.slots)
+        future = asyncio.run_coroutine_threadsafe(self.send(data, away), self._loop)
+        try:
+            future.result()
+        finally:
+            away.back()
 
     def write_now(self, data: bytes) -> None:
         """Queue ``data`` without waiting (on the loop's thread: error pages)."""

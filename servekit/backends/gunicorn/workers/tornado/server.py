@@ -37,7 +37,7 @@ _FIRST_REQUEST_GRACE_SECONDS = 2.0
 # How long a new connection counts against the worker's threads before its request head
 # is complete: long enough that a burst (heads sent at once) spreads over the workers,
 # short enough that clients trickling their heads do not take the capacity.
-_CAPACITY_GRACE_SECONDS = 0.25
+_CAPACITY_GRACE_SECONDS = 0.01
 _CLOSE_TIMEOUT_SECONDS = 2.0
 _ACCEPT_BATCH = 128
 _ACCEPT_RETRY_SECONDS = 0.5
@@ -108,6 +108,8 @@ class DrainingServer(HTTPServer):
         self._keep_alive = not kwargs.get("no_keep_alive", False)
         self._states: dict[object, int] = {}
         self._new_since: dict[object, float] = {}
+        #: new connections that sent part of a head (not counted against the threads)
+        self._heard: set[object] = set()
         # tornado connections accepted whose serving loop has not asked for a delegate yet
         self._unstarted = 0
         self._listeners: dict[int, tuple[socket.socket, Any]] = {}
@@ -125,12 +127,21 @@ class DrainingServer(HTTPServer):
         self._states[conn] = _NEW
         self._new_since[conn] = time.monotonic()
         # Once its grace is over the connection no longer counts against the threads.
-        IOLoop.current().call_later(_CAPACITY_GRACE_SECONDS + 0.01, self.update_accepting)
+        IOLoop.current().call_later(_CAPACITY_GRACE_SECONDS + 0.002, self.update_accepting)
+
+    def heard(self, conn: object) -> None:
+        """``conn`` sent its first bytes: a head under way no longer counts against the
+        threads (a drain still waits for it)."""
+        since = self._new_since.get(conn)
+        if since is not None and self._states.get(conn) == _NEW:
+            self._heard.add(conn)
+            self.update_accepting()
 
     def mark_busy(self, conn: object) -> None:
         """A request head arrived on ``conn``."""
         self._states[conn] = _BUSY
         self._new_since.pop(conn, None)
+        self._heard.discard(conn)
 
     def mark_idle(self, conn: object) -> None:
         """The request on ``conn`` has been answered."""
@@ -141,6 +152,7 @@ class DrainingServer(HTTPServer):
     def forget(self, conn: object) -> None:
         """``conn`` is closed."""
         self._new_since.pop(conn, None)
+        self._heard.discard(conn)
         if self._states.pop(conn, None) == _BUSY:
             self._request_done()
         else:
@@ -160,10 +172,17 @@ class DrainingServer(HTTPServer):
         cutoff = time.monotonic() - grace
         return self._unstarted + sum(1 for since in self._new_since.values() if since > cutoff)
 
+    def silent_new(self) -> int:
+        """Connections accepted within the capacity grace that sent nothing yet."""
+        cutoff = time.monotonic() - _CAPACITY_GRACE_SECONDS
+        new = self._new_since.items()
+        silent = sum(1 for conn, since in new if since > cutoff and conn not in self._heard)
+        return self._unstarted + silent
+
     def load(self) -> int:
         """Requests being served or just about to be (what counts against the threads)."""
         away = self.slots.away if self.slots is not None else 0
-        return self.in_flight() - away + self.awaiting_first_request()
+        return self.in_flight() - away + self.silent_new()
 
     def drain_load(self) -> int:
         """What a drain waits for: requests in flight, and connections accepted in the
