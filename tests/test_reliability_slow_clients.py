@@ -320,6 +320,10 @@ def good_client_once(port: int, results: list[bool]) -> None:
 #: the margin with 200 attackers of each kind: 800 client threads in this process notice a
 #: close later (a reader probes every 0.5 s, and waits its turn for the interpreter)
 HEAVY_MARGIN = 2.5
+#: with 200 of each kind tornado's connections also wait in the listen queue before they
+#: are accepted (its loop accepts while the threads are not all taken, a few at a time):
+#: measured up to 1 s, counted in the lifetimes seen from the client
+HEAVY_QUEUE = {"tornado": 1.5}
 
 
 def check(row: dict[str, Any], strategy: str, margin: float = MARGIN) -> None:
@@ -418,7 +422,8 @@ def test_uploads_wait_without_a_slot_and_the_app_runs_threads_at_once(serve_app:
 @pytest.mark.parametrize("strategy", GUNICORN)
 def test_two_hundred_slow_clients_of_each_kind(serve_app: Any, strategy: str) -> None:
     """The same with 200 attackers of each kind."""
-    check(run_attack(serve_app, strategy, n_for(strategy, heavy=True)), strategy, HEAVY_MARGIN)
+    margin = HEAVY_MARGIN + HEAVY_QUEUE.get(strategy, 0.0)
+    check(run_attack(serve_app, strategy, n_for(strategy, heavy=True)), strategy, margin)
 
 
 def _exchange(port: int, data: bytes, *, pause: float = 0.0, rest: bytes = b"") -> bytes:

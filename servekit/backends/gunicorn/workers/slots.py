@@ -62,10 +62,12 @@ class Slots:
         return True
 
     def step_back(self) -> None:
-        """The wait on the client is over: take a slot again before the app goes on."""
+        """The wait on the client is over: take a slot again before the app goes on (it
+        counts as away until it has one, so that the worker keeps accepting meanwhile: a
+        new request then waits its turn behind it)."""
+        self._free.acquire()
         with self._lock:
             self.away -= 1
-        self._free.acquire()
 
 
 class Away:

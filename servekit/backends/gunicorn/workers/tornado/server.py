@@ -37,7 +37,7 @@ _FIRST_REQUEST_GRACE_SECONDS = 2.0
 # How long a new connection counts against the worker's threads before its request head
 # is complete: long enough that a burst (heads sent at once) spreads over the workers,
 # short enough that clients trickling their heads do not take the capacity.
-_CAPACITY_GRACE_SECONDS = 0.01
+_CAPACITY_GRACE_SECONDS = 0.005
 _CLOSE_TIMEOUT_SECONDS = 2.0
 _ACCEPT_BATCH = 128
 _ACCEPT_RETRY_SECONDS = 0.5
@@ -127,7 +127,7 @@ class DrainingServer(HTTPServer):
         self._states[conn] = _NEW
         self._new_since[conn] = time.monotonic()
         # Once its grace is over the connection no longer counts against the threads.
-        IOLoop.current().call_later(_CAPACITY_GRACE_SECONDS + 0.002, self.update_accepting)
+        IOLoop.current().call_later(_CAPACITY_GRACE_SECONDS + 0.001, self.update_accepting)
 
     def heard(self, conn: object) -> None:
         """``conn`` sent its first bytes: a head under way no longer counts against the
