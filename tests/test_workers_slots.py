@@ -44,3 +44,13 @@ def test_away_steps_back_only_if_it_stepped() -> None:
     given.back()
     assert slots.away == 0
     assert Away(None).stepped is False
+
+
+def test_the_stated_number_of_waits_without_a_slot() -> None:
+    """README and ``explain`` state 256 per worker."""
+    from servekit.backends.gunicorn import Gthread, Tornado
+    from servekit.backends.gunicorn.workers.slots import AWAY_MAX
+
+    assert AWAY_MAX == 256
+    for adapter in (Gthread, Tornado):
+        assert adapter.advice is not None and f"up to {AWAY_MAX} per worker" in adapter.advice
