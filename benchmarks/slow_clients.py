@@ -1,8 +1,8 @@
 """Bare gunicorn under the slow-client attack of tests/test_reliability_slow_clients.py.
 
 The reference for RELIABILITY.md's slow-client tables: gunicorn's own worker classes,
-the same test app, sizes and write timeout (``--timeout 4``; bare gunicorn has no head
-deadline), the same attackers (N slow heads, slow bodies, slow readers and idle
+the same test app, sizes and ``--timeout 4`` (bare gunicorn has no head deadline, and
+gunicorn 27 has no eventlet worker), the same attackers (N slow heads, slow bodies, slow readers and idle
 connections, each reconnecting when cut) and the same good client every 0.5 s.
 
     .venv/bin/python -m benchmarks.slow_clients            # N = capacity (4 for gevent, eventlet)
@@ -32,7 +32,6 @@ CONFIGS: dict[str, tuple[int, list[str], int]] = {
     "sync": (2, [], 2),
     "gthread": (2, ["--threads", "2"], 4),
     "gevent": (1, ["--worker-connections", "1000"], COOPERATIVE_N),
-    "eventlet": (1, ["--worker-connections", "1000"], COOPERATIVE_N),
     "tornado": (2, ["--threads", "2"], 4),
 }
 
