@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from servekit.backends.gunicorn.workers.slots import Away, Slots
 
 
@@ -54,3 +56,25 @@ def test_the_stated_number_of_waits_without_a_slot() -> None:
     assert AWAY_MAX == 256
     for adapter in (Gthread, Tornado):
         assert adapter.advice is not None and f"up to {AWAY_MAX} per worker" in adapter.advice
+
+
+def test_a_request_back_from_its_client_goes_on_when_no_slot_frees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request in the slot may wait for the one coming back (an app lock held across
+    a slow upload): after BACK_WAIT the latter goes on, and the slot count stays right."""
+    from servekit.backends.gunicorn.workers import slots as module
+
+    monkeypatch.setattr(module, "BACK_WAIT", 0.2)
+    slots = Slots(1, lambda: None)
+    slots.take()  # A
+    assert slots.step_away()
+    slots.take()  # B, which would wait for A's lock
+    back = threading.Thread(target=slots.step_back)
+    back.start()
+    back.join(3)
+    assert not back.is_alive() and slots.away == 0  # A went on without a slot
+    slots.give()  # B ends: pays A's slot back
+    slots.give()  # A ends
+    assert slots._free.acquire(timeout=0)
+    assert not slots._free.acquire(timeout=0)  # one slot, as there was

@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import math
+import os
 import select
 import socket
+import stat
 import struct
 import time
 from collections.abc import Callable
@@ -178,15 +181,25 @@ class TimedClientSocket(socket.socket):
         if self.gettimeout() is not None:
             return super().sendfile(file, offset, count)
         slots = self.slots
-        away = slots is not None and slots.step_away()
-        self.settimeout(self.limit or None)
+        away = False
         try:
+            self.settimeout(self.limit or None)
+            # only a regular file goes to os.sendfile(); else Python reads it (app code)
+            away = slots is not None and _regular(file) and slots.step_away()
             return super().sendfile(file, offset, count)
         finally:
             self.settimeout(None)
             if away:
                 assert slots is not None
                 slots.step_back()
+
+
+def _regular(file: Any) -> bool:
+    """Whether ``file`` is a regular file (what ``socket.sendfile`` hands to the kernel)."""
+    try:
+        return stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 class _TlsClientSocket(socket.socket):

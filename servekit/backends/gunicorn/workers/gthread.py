@@ -310,10 +310,9 @@ class ThreadWorker(StopClock, Refuses413, ClosesOnPoller, _GunicornThreadWorker)
             slots.give()
 
     def _wake_gate(self) -> None:
-        """A thread gave its slot back to wait on its client (on that thread): if the
-        worker stopped accepting, the main loop looks at the threads again at once."""
-        if not self._accepting:
-            self.method_queue.defer(self._gate)
+        """A thread gave its slot back to wait on its client (on that thread): the main
+        loop looks at the threads again at once (it may have just stopped accepting)."""
+        self.method_queue.defer(self._gate)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         """gunicorn's, once a declared body over ``max_body_size`` is refused (413)."""

@@ -6,9 +6,10 @@ its time waiting for the client, not running the app. Holding one of the worker'
 ``threads`` slots meanwhile lets a few such clients take the whole capacity. Here the
 pool has up to :data:`AWAY_MAX` threads more than ``threads``; a thread about to wait on
 its client *steps away* (its slot goes to the next request) and takes a slot again before
-it goes on with the app. At most ``threads`` requests run app code at once, as before;
-at most :data:`AWAY_MAX` more wait on their clients, each within its deadlines (past
-that number a waiting thread keeps its slot, as without this).
+it goes on with the app. At most ``threads`` requests run app code at once, as before
+(but for one that waited :data:`BACK_WAIT` seconds for its slot: it goes on, lest a lock
+it holds deadlock the worker); at most :data:`AWAY_MAX` more wait on their clients, each
+within its deadlines (past that number a waiting thread keeps its slot, as without this).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-__all__ = ["AWAY_MAX", "Away", "Slots"]
+__all__ = ["AWAY_MAX", "BACK_WAIT", "Away", "Slots"]
 
 #: per worker, how many requests may wait on their clients without holding a slot
 AWAY_MAX = 256
+#: seconds a request back from its client waits for a slot before it goes on without one
+BACK_WAIT = 2.0
 
 
 class Slots:
@@ -32,7 +35,7 @@ class Slots:
         away_max: at most this many requests are away at once.
     """
 
-    __slots__ = ("_free", "_lock", "_wake", "away", "away_max")
+    __slots__ = ("_free", "_lock", "_owed", "_wake", "away", "away_max")
 
     def __init__(self, threads: int, wake: Callable[[], object], away_max: int = AWAY_MAX) -> None:
         self._free = threading.Semaphore(threads)
@@ -41,13 +44,20 @@ class Slots:
         #: requests waiting on their clients without a slot (read on the worker's loop)
         self.away = 0
         self.away_max = away_max
+        #: slots taken without waiting for them (see :meth:`step_back`), to pay back
+        self._owed = 0
 
     def take(self) -> None:
         """Wait for a free slot (a request begins, or comes back from its client)."""
         self._free.acquire()
 
     def give(self) -> None:
-        """Give a slot back (the request ended)."""
+        """Give a slot back (the request ended), or pay back one a request went on without."""
+        if self._owed:
+            with self._lock:
+                if self._owed:
+                    self._owed -= 1
+                    return
         self._free.release()
 
     def step_away(self) -> bool:
@@ -64,11 +74,17 @@ class Slots:
     def step_back(self) -> None:
         """The wait on the client is over: take a slot again before the app goes on (it
         counts as away until it has one, so that the worker keeps accepting meanwhile: a
-        new request then waits its turn behind it)."""
-        self._free.acquire()
+        new request then waits its turn behind it).
+
+        The wait for a slot lasts at most :data:`BACK_WAIT` seconds; past it the request
+        goes on without one, and the next request to end pays it back. The requests in
+        the slots may be waiting for this one (an app lock it holds across its upload or
+        response): waiting for good would deadlock the worker."""
+        got = self._free.acquire(timeout=BACK_WAIT)
         with self._lock:
             self.away -= 1
-
+            if not got:
+                self._owed += 1
 
 class Away:
     """A pool thread's wait on work its event loop does on the client's connection: the
