@@ -54,6 +54,7 @@ def test_the_stated_number_of_waits_without_a_slot() -> None:
     from servekit.backends.gunicorn.workers.slots import AWAY_MAX
 
     assert AWAY_MAX == 256
+    assert Slots(3, lambda: None).pool_size == 3 + AWAY_MAX  # the pool has room for them
     for adapter in (Gthread, Tornado):
         assert adapter.advice is not None and f"up to {AWAY_MAX} per worker" in adapter.advice
 

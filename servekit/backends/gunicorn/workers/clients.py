@@ -145,8 +145,7 @@ class TimedClientSocket(socket.socket):
         view = memoryview(data).cast("B")
         deadline = time.monotonic() + self.limit if self.limit > 0 else None
         poller: select.poll | None = None
-        slots = self.slots
-        away = False
+        away: Slots | None = None  # the slots this thread stepped away from
         try:
             while view:
                 with contextlib.suppress(BlockingIOError):
@@ -159,13 +158,13 @@ class TimedClientSocket(socket.socket):
                 if poller is None:
                     poller = select.poll()
                     poller.register(self, select.POLLOUT)
-                    away = slots is not None and slots.step_away()
+                    slots = self.slots
+                    away = slots if slots is not None and slots.step_away() else None
                 if not poller.poll(None if left is None else max(1, math.ceil(left * 1000))):
                     raise self._write_missed()  # no room for the write all this time
         finally:
-            if away:
-                assert slots is not None
-                slots.step_back()
+            if away is not None:
+                away.step_back()
 
     def _write_missed(self) -> Exception:
         pace = self.pace
@@ -181,17 +180,17 @@ class TimedClientSocket(socket.socket):
         if self.gettimeout() is not None:
             return super().sendfile(file, offset, count)
         slots = self.slots
-        away = False
+        away: Slots | None = None
         try:
             self.settimeout(self.limit or None)
             # only a regular file goes to os.sendfile(); else Python reads it (app code)
-            away = slots is not None and _regular(file) and slots.step_away()
+            if slots is not None and _regular(file) and slots.step_away():
+                away = slots
             return super().sendfile(file, offset, count)
         finally:
             self.settimeout(None)
-            if away:
-                assert slots is not None
-                slots.step_back()
+            if away is not None:
+                away.step_back()
 
 
 def _regular(file: Any) -> bool:

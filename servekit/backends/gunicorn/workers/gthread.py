@@ -290,8 +290,7 @@ class ThreadWorker(StopClock, Refuses413, ClosesOnPoller, _GunicornThreadWorker)
         without a slot (:mod:`.slots`)."""
         if self._slots is None:
             return super().get_thread_pool()
-        threads = max(1, int(self.cfg.threads))
-        return ThreadPoolExecutor(max_workers=threads + self._slots.away_max)
+        return ThreadPoolExecutor(max_workers=self._slots.pool_size)
 
     def handle(self, conn: Any) -> Any:
         """gunicorn's, in one of the ``threads`` slots; waits on the client give it back."""
@@ -299,13 +298,13 @@ class ThreadWorker(StopClock, Refuses413, ClosesOnPoller, _GunicornThreadWorker)
         if slots is None:
             return super().handle(conn)
         slots.take()
-        sock = conn.sock
-        if isinstance(sock, TimedClientSocket):
+        sock = conn.sock if isinstance(conn.sock, TimedClientSocket) else None
+        if sock is not None:
             sock.slots = slots
         try:
             return super().handle(conn)
         finally:
-            if isinstance(sock, TimedClientSocket):
+            if sock is not None:
                 sock.slots = None
             slots.give()
 

@@ -35,7 +35,7 @@ class Slots:
         away_max: at most this many requests are away at once.
     """
 
-    __slots__ = ("_free", "_lock", "_owed", "_wake", "away", "away_max")
+    __slots__ = ("_free", "_lock", "_owed", "_wake", "away", "away_max", "pool_size")
 
     def __init__(self, threads: int, wake: Callable[[], object], away_max: int = AWAY_MAX) -> None:
         self._free = threading.Semaphore(threads)
@@ -44,6 +44,8 @@ class Slots:
         #: requests waiting on their clients without a slot (read on the worker's loop)
         self.away = 0
         self.away_max = away_max
+        #: the threads the worker's pool needs: the slots and the requests away from them
+        self.pool_size = threads + away_max
         #: slots taken without waiting for them (see :meth:`step_back`), to pay back
         self._owed = 0
 

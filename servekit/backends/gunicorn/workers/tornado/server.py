@@ -167,22 +167,20 @@ class DrainingServer(HTTPServer):
         """Requests whose head has arrived and whose response is not yet written."""
         return sum(1 for state in self._states.values() if state == _BUSY)
 
-    def awaiting_first_request(self, grace: float = _CAPACITY_GRACE_SECONDS) -> int:
-        """Connections accepted less than ``grace`` seconds ago that sent no request yet."""
+    def awaiting_first_request(self, grace: float, *, heard: bool = True) -> int:
+        """Connections accepted less than ``grace`` seconds ago that sent no request yet
+        (with ``heard=False``, only those that sent nothing at all)."""
         cutoff = time.monotonic() - grace
-        return self._unstarted + sum(1 for since in self._new_since.values() if since > cutoff)
-
-    def silent_new(self) -> int:
-        """Connections accepted within the capacity grace that sent nothing yet."""
-        cutoff = time.monotonic() - _CAPACITY_GRACE_SECONDS
         new = self._new_since.items()
-        silent = sum(1 for conn, since in new if since > cutoff and conn not in self._heard)
-        return self._unstarted + silent
+        waiting = sum(1 for c, since in new if since > cutoff and (heard or c not in self._heard))
+        return self._unstarted + waiting
 
     def load(self) -> int:
         """Requests being served or just about to be (what counts against the threads)."""
         away = self.slots.away if self.slots is not None else 0
-        return self.in_flight() - away + self.silent_new()
+        return self.in_flight() - away + self.awaiting_first_request(
+            _CAPACITY_GRACE_SECONDS, heard=False
+        )
 
     def drain_load(self) -> int:
         """What a drain waits for: requests in flight, and connections accepted in the

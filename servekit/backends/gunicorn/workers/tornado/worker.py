@@ -68,7 +68,7 @@ class TornadoWorker(StopClock, Refuses413, gtornado.TornadoWorker):  # type: ign
         threads = self._threads()
         loop = asyncio.get_running_loop()
         slots = Slots(threads, lambda: loop.call_soon_threadsafe(self._slot_freed))
-        executor = ThreadPoolExecutor(threads + slots.away_max, thread_name_prefix="servekit-wsgi")
+        executor = ThreadPoolExecutor(slots.pool_size, thread_name_prefix="servekit-wsgi")
         return Container(app, self, slots), executor
 
     def _slot_freed(self) -> None:
