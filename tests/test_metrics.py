@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from servekit.testing import options_for
-from tests.conftest import burst, children_of, free_port, get, run_cli
+from tests.conftest import burst, children_of, free_port, get, read_response, run_cli
 
 pytestmark = pytest.mark.server
 
@@ -81,6 +81,8 @@ def test_gauges_and_counters_under_load(serve_app: Any, strategy: str) -> None:
     first = _settled(port)
     capacity = first["servekit_capacity"]
     before = first['servekit_requests_total{status_class="2xx"}']
+    errors = first['servekit_requests_total{status_class="5xx"}']
+    count = first["servekit_request_duration_seconds_count"]
     sent = 6 if capacity == float("inf") else int(capacity) + 2
     seen: list[dict[str, float]] = []
 
@@ -98,14 +100,76 @@ def test_gauges_and_counters_under_load(serve_app: Any, strategy: str) -> None:
     assert during["servekit_in_flight"] == expected, during
     if "servekit_listen_queue" in during and capacity != float("inf"):
         assert abs(during["servekit_listen_queue"] - (sent - expected)) <= 1, during
+    # An app that raises, before or after start_response: the server answers 500 and
+    # the counters say 5xx.
+    assert get(server.url, "/boom")[0] == 500
+    assert get(server.url, "/boom-after-start")[0] == 500
     after = _settled(port)
     assert after['servekit_requests_total{status_class="2xx"}'] == before + sent
-    assert after["servekit_request_duration_seconds_count"] == before + sent
+    assert after['servekit_requests_total{status_class="5xx"}'] == errors + 2, after
+    assert after["servekit_request_duration_seconds_count"] == count + sent + 2
     slow = (
         after['servekit_request_duration_seconds_bucket{le="2.5"}']
         - after['servekit_request_duration_seconds_bucket{le="1"}']
     )
     assert slow == sent
+
+
+@pytest.mark.parametrize("strategy", ["gthread", "tornado"])
+def test_requests_waiting_on_clients_are_counted_apart(serve_app: Any, strategy: str) -> None:
+    """Uploads stalled by their clients count in flight and in waiting_on_clients (they
+    hold no thread), and leave both when they end."""
+    server, port = _serve(serve_app, strategy, workers=1)
+    host, app_port = server.url.removeprefix("http://").rsplit(":", 1)
+    uploads = []
+    for _ in range(3):
+        sock = socket.create_connection((host, int(app_port)), timeout=10)
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        uploads.append(sock)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            now = samples(scrape(port)[1])
+            if now["servekit_waiting_on_clients"] == 3:
+                break
+            time.sleep(0.05)
+        assert now["servekit_waiting_on_clients"] == 3, now
+        assert now["servekit_in_flight"] == 3, now
+        assert now["servekit_capacity"] == 2
+        for sock in uploads:
+            sock.sendall(b"defghij")
+        for sock in uploads:
+            assert read_response(sock).startswith(b"HTTP/1.1 200"), sock
+    finally:
+        for sock in uploads:
+            sock.close()
+    after = _settled(port)
+    assert after["servekit_waiting_on_clients"] == 0, after
+
+
+def test_user_request_hooks_still_run_with_metrics(serve_app: Any) -> None:
+    """servekit meters from gunicorn's pre_request and post_request hooks: the user's own
+    hooks, given through the gunicorn option, still run."""
+    server, port = _serve(
+        serve_app,
+        "sync",
+        workers=1,
+        gunicorn={
+            "pre_request": "tests.apps.hooks.mark_request",
+            "post_request": "tests.apps.hooks.note_end",
+        },
+    )
+    before = _settled(port)['servekit_requests_total{status_class="2xx"}']
+    status, body = get(server.url, "/hooked")
+    assert (status, body) == (200, b"pre_request ran")
+    assert _settled(port)['servekit_requests_total{status_class="2xx"}'] == before + 1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if any("post_request hook ran for /hooked" in str(e.get("event")) for e in server.events()):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(server.log())
 
 
 def test_killed_worker_counts_as_a_restart(serve_app: Any) -> None:

@@ -26,14 +26,18 @@ _Lock = threading.Lock
 #: upper bounds (seconds) of the request duration histogram; +Inf is implied
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+_BUCKETS = len(BUCKETS)
 
-# One slot: pid, in flight, requests per status class, bucket counts, count, sum (us).
-_PID, _IN_FLIGHT, _STATUS = 0, 1, 2
+# One slot: pid, requests started, requests waiting on their client (holding no thread),
+# requests ended per status class, bucket counts, sum (us). In flight is started minus
+# ended, and the count is the sum of the classes: a request writes four words, not six.
+_PID, _STARTED, _AWAY, _STATUS = 0, 1, 2, 3
 _BUCKET = _STATUS + len(STATUS_CLASSES)
-_COUNT = _BUCKET + len(BUCKETS)
-_SUM_US = _COUNT + 1
-SLOT_WIDTH = _SUM_US + 1
+_SUM_US = _BUCKET + len(BUCKETS)
 _WORD = 8
+#: words per slot, rounded up to whole 64-byte cache lines: two workers on two cores
+#: never write the same line
+SLOT_WIDTH = -(-(_SUM_US + 1) // 8) * 8
 
 
 class Counters:
@@ -73,11 +77,13 @@ class Counters:
             if owner != pid:
                 continue
             base, total = self._base(slot), self._base(self._retired)
-            for i in range(_STATUS, SLOT_WIDTH):
-                self._words[total + i] += self._words[base + i]
-                self._words[base + i] = 0
-            self._words[base + _IN_FLIGHT] = 0
-            self._words[base + _PID] = 0
+            words = self._words
+            ended = sum(words[base + _STATUS : base + _BUCKET])
+            words[total + _STARTED] += ended  # its unfinished requests are not in flight
+            for i in range(_STATUS, _SUM_US + 1):
+                words[total + i] += words[base + i]
+            for i in range(SLOT_WIDTH):
+                words[base + i] = 0
             del self._owner[slot]
 
     def writer(self, slot: int) -> SlotWriter:
@@ -85,21 +91,26 @@ class Counters:
         return SlotWriter(self._words, self._base(slot))
 
     def snapshot(self) -> dict[str, Any]:
-        """Totals over every slot: in flight, requests per class, the histogram."""
+        """Totals over every slot: in flight (and how many of those wait on their client),
+        requests per class, the histogram."""
         sums = [0] * SLOT_WIDTH
+        words = self._words
         for slot in range(self.slots + 1):
             base = self._base(slot)
-            for i in range(_IN_FLIGHT, SLOT_WIDTH):
-                sums[i] += self._words[base + i]
+            for i in range(_STARTED, _SUM_US + 1):
+                sums[i] += words[base + i]
         cumulative, buckets = 0, []
         for i, bound in enumerate(BUCKETS):
             cumulative += sums[_BUCKET + i]
             buckets.append((bound, cumulative))
+        count = sum(sums[_STATUS:_BUCKET])
+        in_flight = max(0, sums[_STARTED] - count)
         return {
-            "in_flight": max(0, sums[_IN_FLIGHT]),
+            "in_flight": in_flight,
+            "away": min(in_flight, max(0, sums[_AWAY])),
             "requests": dict(zip(STATUS_CLASSES, sums[_STATUS:_BUCKET], strict=True)),
             "buckets": buckets,
-            "count": sums[_COUNT],
+            "count": count,
             "sum": sums[_SUM_US] / 1e6,
         }
 
@@ -115,20 +126,23 @@ class SlotWriter:
     def begin(self) -> None:
         """A request reached the app."""
         with self._lock:
-            self._words[self._base + _IN_FLIGHT] += 1
+            self._words[self._base + _STARTED] += 1
 
     def end(self, status: int, seconds: float) -> None:
         """A request's response is done (or failed) with ``status`` after ``seconds``."""
-        klass = status // 100 - 1 if 100 <= status < 600 else 5
+        klass = _STATUS + (status // 100 - 1 if 100 <= status < 600 else 5)
         bucket = bisect.bisect_left(BUCKETS, seconds)
         words, base = self._words, self._base
         with self._lock:
-            words[base + _IN_FLIGHT] -= 1
-            words[base + _STATUS + klass] += 1
-            if bucket < len(BUCKETS):
+            words[base + klass] += 1
+            if bucket < _BUCKETS:
                 words[base + _BUCKET + bucket] += 1
-            words[base + _COUNT] += 1
             words[base + _SUM_US] += int(seconds * 1e6)
+
+    def away(self, change: int) -> None:
+        """``change`` requests began (+) or stopped (-) waiting on their client without a thread."""
+        with self._lock:
+            self._words[self._base + _AWAY] += change
 
 
 class _Request:
@@ -185,6 +199,7 @@ def meter(app: Callable[..., Any], writer: Callable[[], SlotWriter | None]) -> C
         try:
             body: Any = app(environ, request.start_response)
         except BaseException:
+            request.status = 500  # nothing went out yet: the server answers 500
             request.done()
             raise
         wrapper: Any = environ.get("wsgi.file_wrapper")

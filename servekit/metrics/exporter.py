@@ -2,9 +2,10 @@
 
 It runs in the master (gunicorn) or the main process (werkzeug) on a thread of its
 own, on its own socket, so the app's port and its capacity are untouched. It also
-watches for saturation: in flight at capacity with connections waiting in the
-kernel's queue for longer than :data:`SATURATION_SECONDS` logs one ``saturated``
-event with advice, and ``recovered`` when it ends.
+watches for saturation: in flight at capacity (not counting the requests that wait on
+their clients without a thread) with connections waiting in the kernel's queue for
+longer than :data:`SATURATION_SECONDS` logs one ``saturated`` event with advice, and
+``recovered`` when it ends.
 """
 
 from __future__ import annotations
@@ -221,10 +222,13 @@ class Exporter:
         """Log ``saturated`` / ``recovered`` when the state has held long enough."""
         if self.capacity is None:
             return
-        in_flight = self.counters.snapshot()["in_flight"]
+        snap = self.counters.snapshot()
+        in_flight, waiting = snap["in_flight"], snap["away"]
         queue = self.queue()
         queued = queue[0] if queue else 0
-        if in_flight >= self.capacity and queued > 0:
+        # A request waiting on its client without a thread (gthread, tornado) takes none
+        # of the capacity: the worker accepts the next one meanwhile.
+        if in_flight - waiting >= self.capacity and queued > 0:
             if self._saturated_since is None:
                 self._saturated_since = now
             held = now - self._saturated_since
@@ -236,6 +240,7 @@ class Exporter:
                         "saturated",
                         capacity=self.capacity,
                         in_flight=in_flight,
+                        waiting_on_clients=waiting,
                         queued=queued,
                         seconds=round(held, 1),
                         advice=self.advice,

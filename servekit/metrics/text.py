@@ -42,6 +42,12 @@ def render(exporter: Exporter, snap: dict[str, Any]) -> str:
     gauges = [
         ("servekit_capacity", "Requests this config serves at once (+Inf: no fixed limit).", capacity),
         ("servekit_in_flight", "Requests being served now.", snap["in_flight"]),
+        (
+            "servekit_waiting_on_clients",
+            "Of those in flight, requests waiting on a slow client without holding a thread "
+            "(gthread, tornado): they take none of the capacity.",
+            snap["away"],
+        ),
         ("servekit_workers", "Worker processes alive.", exporter.sources.workers()),
     ]
     queue = exporter.queue()

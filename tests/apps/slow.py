@@ -74,6 +74,13 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         body = str(_working[1]).encode()
     elif path == "/upload":
         body = str(len(environ["wsgi.input"].read())).encode()
+    elif path == "/boom":
+        raise RuntimeError("boom (a test app's error)")
+    elif path == "/boom-after-start":
+        start_response(status, [("Content-Type", "text/plain")])
+        raise RuntimeError("boom after start_response (a test app's error)")
+    elif path == "/hooked":
+        body = environ.get("HTTP_X_SERVEKIT_HOOK", "no hook").encode()
     elif path == "/":
         body = b"ok"
     else:

@@ -24,6 +24,7 @@ from gunicorn.app.base import BaseApplication
 from servekit import metrics
 from servekit.backends.gunicorn.boot import BootFailure
 from servekit.backends.gunicorn.log import GunicornLogger
+from servekit.backends.gunicorn.metering import request_hooks
 from servekit.backends.gunicorn.workers import limits
 from servekit.errors import ConfigError
 from servekit.loading import failure_location, load_app
@@ -256,13 +257,18 @@ class Application(BaseApplication):  # type: ignore[misc]
         limits.configure(client_limits(self.plan))
         if self.booted is not None:
             self.cfg.set("post_worker_init", self.booted)
+        exporter = metrics.active()
+        if exporter is not None:
+            pre, post = request_hooks(exporter, self.cfg.pre_request, self.cfg.post_request)
+            self.cfg.set("pre_request", pre)
+            self.cfg.set("post_request", post)
 
     def load(self) -> Any:
         exporter = metrics.active()
         if exporter is not None:
             exporter.in_worker()
         try:
-            return metrics.wrap(load_app(self.plan.app))
+            return load_app(self.plan.app)
         except ConfigError as error:
             if os.getpid() == self.master_pid:
                 raise  # preload_app: the entry point prints it and exits 2

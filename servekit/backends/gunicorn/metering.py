@@ -1,15 +1,77 @@
-"""The arbiter's part in ``metrics``: worker slots, restarts by how workers ended, sources."""
+"""``metrics`` under gunicorn: the arbiter's part (worker slots, restarts by how workers
+ended, sources) and the workers' (each request counted from gunicorn's own request hooks).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from servekit import metrics
+from servekit.metrics.exporter import Exporter
 
-__all__ = ["ArbiterMetering", "describe_end"]
+__all__ = ["ArbiterMetering", "away_meter", "describe_end", "request_hooks"]
+
+PreRequest = Callable[[Any, Any], None]
+PostRequest = Callable[[Any, Any, Any, Any], None]
+
+
+def request_hooks(
+    exporter: Exporter, pre: PreRequest, post: PostRequest
+) -> tuple[PreRequest, PostRequest]:
+    """gunicorn ``pre_request`` and ``post_request`` hooks that count each request, then
+    run ``pre`` and ``post`` (the user's hooks, or gunicorn's defaults).
+
+    Every gunicorn worker (and servekit's tornado container) calls both hooks around each
+    request it hands to the app, the second one in a ``finally``, so counting there costs
+    no wrapper around the app, its ``start_response`` or its body. A request ended by an
+    exception before any byte went out counts as the 500 gunicorn answers.
+    """
+    clock = time.perf_counter
+
+    def pre_request(worker: Any, req: Any) -> None:
+        writer = worker.__dict__.get("servekit_meter")
+        if writer is None:
+            writer = worker.servekit_meter = exporter.writer() or False
+        if writer:
+            writer.begin()
+            req.servekit_started = clock()
+        pre(worker, req)
+
+    def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+        started = req.__dict__.pop("servekit_started", None)
+        if started is not None:
+            code = getattr(resp, "status_code", None)
+            if code is None or (sys.exc_info()[0] is not None and not resp.headers_sent):
+                code = 500
+            worker.servekit_meter.end(code, clock() - started)
+        post(worker, req, environ, resp)
+
+    return pre_request, post_request
+
+
+def away_meter() -> Callable[[int], None] | None:
+    """What counts a worker's requests waiting on their clients without a thread (for
+    :class:`~servekit.backends.gunicorn.workers.slots.Slots`), or ``None`` with metrics off.
+
+    gunicorn makes a worker object in the master before it forks: the slot to write is
+    looked up at each call, in the process that makes it (only while a client is slow).
+    """
+    exporter = metrics.active()
+    if exporter is None:
+        return None
+
+    def away(change: int) -> None:
+        writer = exporter.writer()
+        if writer is not None:
+            writer.away(change)
+
+    return away
 
 
 def _reason(info: os.waitid_result | None) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 
+from servekit.backends.gunicorn.metering import away_meter
 from servekit.backends.gunicorn.workers.clients import ClientLimit, TimedClientSocket
 from servekit.backends.gunicorn.workers.closing import ClosesOnPoller, recv_now
 from servekit.backends.gunicorn.workers.drain import RETRY_ACCEPT_ERRNOS, StopClock
@@ -77,7 +78,7 @@ class ThreadWorker(StopClock, Refuses413, ClosesOnPoller, _GunicornThreadWorker)
         if self._reads_heads:
             # a kept-alive connection waits on the poller, not in a thread's slot
             self.max_keepalived = _MAX_WAITING
-            self._slots = Slots(max(1, int(self.cfg.threads)), self._wake_gate)
+            self._slots = Slots(max(1, int(self.cfg.threads)), self._wake_gate, meter=away_meter())
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:

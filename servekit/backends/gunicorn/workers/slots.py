@@ -33,14 +33,22 @@ class Slots:
         wake: called (on the stepping thread) after a slot was given back by a thread
             that waits on its client, so that the worker can accept again at once.
         away_max: at most this many requests are away at once.
+        meter: told ``+1`` and ``-1`` as requests step away and back (``metrics``).
     """
 
-    __slots__ = ("_free", "_lock", "_owed", "_wake", "away", "away_max", "pool_size")
+    __slots__ = ("_free", "_lock", "_meter", "_owed", "_wake", "away", "away_max", "pool_size")
 
-    def __init__(self, threads: int, wake: Callable[[], object], away_max: int = AWAY_MAX) -> None:
+    def __init__(
+        self,
+        threads: int,
+        wake: Callable[[], object],
+        away_max: int = AWAY_MAX,
+        meter: Callable[[int], object] | None = None,
+    ) -> None:
         self._free = threading.Semaphore(threads)
         self._lock = threading.Lock()
         self._wake = wake
+        self._meter = meter
         #: requests waiting on their clients without a slot (read on the worker's loop)
         self.away = 0
         self.away_max = away_max
@@ -69,6 +77,8 @@ class Slots:
             if self.away >= self.away_max:
                 return False
             self.away += 1
+        if self._meter is not None:
+            self._meter(1)
         self._free.release()
         self._wake()
         return True
@@ -87,6 +97,8 @@ class Slots:
             self.away -= 1
             if not got:
                 self._owed += 1
+        if self._meter is not None:
+            self._meter(-1)
 
 class Away:
     """A pool thread's wait on work its event loop does on the client's connection: the

@@ -222,6 +222,8 @@ class Container:
             # response short, which its framing (or the missing end) shows.
             worker.log.exception("Error handling request")
             return
+        if resp is not None:
+            resp.status_code = 500  # what the client gets (post_request and metrics see it)
         try:
             worker.handle_error(req, connection.client, connection.peer, exc)
         except Exception as error:

@@ -16,6 +16,7 @@ from gunicorn.workers import gtornado
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.wsgi import WSGIContainer
 
+from servekit.backends.gunicorn.metering import away_meter
 from servekit.backends.gunicorn.workers.drain import (
     SIGNALLED_WAIT_SECONDS,
     StopClock,
@@ -67,7 +68,9 @@ class TornadoWorker(StopClock, Refuses413, gtornado.TornadoWorker):  # type: ign
         # Room for the requests that wait on their clients without a slot (.slots).
         threads = self._threads()
         loop = asyncio.get_running_loop()
-        slots = Slots(threads, lambda: loop.call_soon_threadsafe(self._slot_freed))
+        slots = Slots(
+            threads, lambda: loop.call_soon_threadsafe(self._slot_freed), meter=away_meter()
+        )
         executor = ThreadPoolExecutor(slots.pool_size, thread_name_prefix="servekit-wsgi")
         return Container(app, self, slots), executor
 
