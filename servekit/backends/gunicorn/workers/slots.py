@@ -100,6 +100,7 @@ class Slots:
         if self._meter is not None:
             self._meter(-1)
 
+
 class Away:
     """A pool thread's wait on work its event loop does on the client's connection: the
     loop calls :meth:`now` when that work is about to wait on the client (the thread's
